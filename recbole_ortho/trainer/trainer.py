@@ -1,0 +1,190 @@
+"""
+recbole_ortho.trainer.trainer
+#############################
+
+:class:`CDSRTrainer` trains any model of ``run_recbole_ortho.py`` (ours and RecBole's built-in
+sequential models) and evaluates it with the per-domain
+:class:`~recbole_ortho.evaluator.CDSREvaluator`.
+
+It follows RecBole's ``Trainer`` (``fit`` / ``evaluate``, tqdm progress, colorlog, TensorBoard,
+best checkpoint under ``checkpoint_dir``, early stopping on a validation metric) and adds what
+the CDSR models need: AdamW, linear warm-up, ReduceLROnPlateau on the validation score, and a
+per-epoch trace (loss, time, validation metrics and model statistics such as the orthogonality
+cosines) that the result JSON keeps for plotting. RecBole's own ``Trainer`` is not subclassed
+because its constructor builds RecBole's metric collector, which cannot express per-domain
+sampled metrics.
+"""
+
+import math
+import os
+from logging import getLogger
+from time import perf_counter
+
+import numpy as np
+import torch
+from recbole.utils import early_stopping, get_local_time, set_color
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from recbole_ortho.evaluator import CDSREvaluator
+from recbole_ortho.utils.utils import load_checkpoint
+
+
+def results_table(result, metrics, digits=4, title=None):
+    """Markdown table: one row per domain (A, B, all), one column per metric/statistic."""
+    cols = [m for m in metrics] + sorted(k for k in result['all'] if k not in metrics and k != 'n_users')
+    lines = []
+    if title:
+        lines.append(f'**{title}**\n')
+    lines.append('| domain | users | ' + ' | '.join(cols) + ' |')
+    lines.append('|---|---:|' + '---:|' * len(cols))
+    for d in ('A', 'B', 'all'):
+        r = result[d]
+        vals = [('nan' if (r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c])))
+                 else f'{r[c]:.{digits}f}') for c in cols]
+        lines.append(f"| {d} | {r['n_users']} | " + ' | '.join(vals) + ' |')
+    return '\n'.join(lines)
+
+
+class CDSRTrainer:
+    """Trainer of cross-domain sequential recommenders (see module docstring)."""
+
+    def __init__(self, config, model, data):
+        self.config, self.model = config, model
+        self.logger = getLogger()
+        self.device = config['device']
+        self.epochs = config['epochs']
+        self.eval_step = config['eval_step']
+        self.stopping_step = config['stopping_step']
+        self.clip_grad_norm = config['clip_grad_norm']
+        self.show_progress = config['show_progress']
+        self.evaluator = CDSREvaluator(config, data)
+        self.optimizer = self._build_optimizer()
+        self.digits = config['metric_decimal_place']
+        os.makedirs(config['checkpoint_dir'], exist_ok=True)
+        stamp = get_local_time()
+        self.saved_model_file = os.path.join(config['checkpoint_dir'], f"{config['model']}-{config['dataset']}-{stamp}.pth")
+        self.tensorboard = SummaryWriter(os.path.join(config['tensorboard_dir'], f"{config['model']}-{config['dataset']}-{stamp}"))
+        self.best_valid_score = -np.inf
+        self.best_valid_result = None
+        self.best_epoch = -1
+        self.trace = []
+        self.cur_step = 0
+        self.global_step = 0
+        self.plateau = None
+        if config['lr_scheduler'] == 'plateau':
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode='max', factor=config['lr_plateau_factor'], patience=config['lr_plateau_patience'])
+        elif config['lr_scheduler'] not in (None, 'none'):
+            raise ValueError(f"lr_scheduler: [{config['lr_scheduler']}] must be 'plateau' or 'none'")
+
+    def _build_optimizer(self):
+        name = self.config['learner'].lower()
+        lr, wd = self.config['learning_rate'], self.config['weight_decay']
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opts = {'adam': torch.optim.Adam, 'adamw': torch.optim.AdamW, 'sgd': torch.optim.SGD,
+                'adagrad': torch.optim.Adagrad, 'rmsprop': torch.optim.RMSprop}
+        return opts[name](params, lr=lr, weight_decay=wd)
+
+    def _warmup(self, n_batches):
+        w = float(self.config['warmup_epochs'] or 0)
+        total = int(round(w * n_batches))
+        if total <= 0 or self.global_step > total:
+            return
+        scale = min(1.0, (self.global_step + 1) / total)
+        for g in self.optimizer.param_groups:
+            g['lr'] = self.config['learning_rate'] * scale
+
+    def _train_epoch(self, train_data, epoch):
+        self.model.train()
+        total, n = 0.0, 0
+        it = tqdm(train_data, total=len(train_data), ncols=100, leave=False,
+                  desc=set_color(f'Train {epoch:>4}', 'pink')) if self.show_progress else train_data
+        for batch in it:
+            batch = batch.to(self.device)
+            self._warmup(len(train_data))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.model.calculate_loss(batch)
+            if isinstance(loss, tuple):
+                loss = sum(loss)
+            if torch.isnan(loss):
+                raise ValueError(f'Training loss is nan at epoch {epoch}')
+            loss.backward()
+            if self.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            self.optimizer.step()
+            self.global_step += 1
+            total += loss.item()
+            n += 1
+            if self.show_progress:
+                it.set_postfix(loss=f'{total / n:.4f}')
+        return total / max(n, 1)
+
+    def _save_checkpoint(self, epoch):
+        state = {'config': self.config, 'epoch': epoch, 'best_valid_score': self.best_valid_score,
+                 'state_dict': self.model.state_dict(), 'optimizer': self.optimizer.state_dict()}
+        tmp = self.saved_model_file + '.tmp'
+        torch.save(state, tmp)
+        os.replace(tmp, self.saved_model_file)
+
+    def _log_result(self, tag, result, step):
+        for d in ('A', 'B', 'all'):
+            for k, v in result[d].items():
+                if k != 'n_users' and not (isinstance(v, float) and math.isnan(v)):
+                    self.tensorboard.add_scalar(f'{tag}/{d}/{k}', v, step)
+
+    def fit(self, train_data, valid_data, saved=True):
+        """Train with early stopping on the validation score; returns ``(best_score, best_result)``."""
+        saved = saved and self.config['save_model']
+        for epoch in range(self.epochs):
+            t0 = perf_counter()
+            loss = self._train_epoch(train_data, epoch)
+            t_train = perf_counter() - t0
+            self.tensorboard.add_scalar('Loss/train', loss, epoch)
+            self.tensorboard.add_scalar('LR', self.optimizer.param_groups[0]['lr'], epoch)
+            entry = {'epoch': epoch, 'train_loss': loss, 'train_time_s': t_train}
+            entry.update(self.model.epoch_trace() if hasattr(self.model, 'epoch_trace') else {})
+            self.logger.info(set_color('epoch %d training', 'green') % epoch + ' [' + set_color('time', 'blue')
+                             + f': {t_train:.2f}s, ' + set_color('train loss', 'blue') + f': {loss:.4f}]')
+            last = epoch == self.epochs - 1
+            if (self.eval_step and (epoch + 1) % self.eval_step == 0) or last:
+                t1 = perf_counter()
+                result = self.evaluator.evaluate(self.model, valid_data, desc=set_color(f'Valid {epoch:>4}', 'pink'))
+                t_eval = perf_counter() - t1
+                score = self.evaluator.valid_score(result)
+                entry.update({'valid_time_s': t_eval, 'valid_score': score, 'valid': result})
+                self._log_result('Valid', result, epoch)
+                self.logger.info(set_color('epoch %d evaluating', 'green') % epoch + ' [' + set_color('time', 'blue')
+                                 + f': {t_eval:.2f}s, ' + set_color('valid_score', 'blue') + f': {score:.4f}]\n'
+                                 + results_table(result, self.config['metrics'], self.digits))
+                if self.plateau is not None:
+                    self.plateau.step(score)
+                self.best_valid_score, self.cur_step, stop, update = early_stopping(
+                    score, self.best_valid_score, self.cur_step, max_step=self.stopping_step, bigger=True)
+                if update:
+                    self.best_valid_result, self.best_epoch = result, epoch
+                    if saved:
+                        self._save_checkpoint(epoch)
+                        self.logger.info(set_color('Saving current best', 'blue') + f': {self.saved_model_file}')
+                self.trace.append(entry)
+                if stop:
+                    self.logger.info(f'Finished training, best eval result in epoch {self.best_epoch}')
+                    break
+            else:
+                self.trace.append(entry)
+        self.tensorboard.flush()
+        return self.best_valid_score, self.best_valid_result
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, desc='Evaluate'):
+        """Evaluate on ``eval_data``; loads the best checkpoint first when one was saved."""
+        if load_best_model:
+            path = model_file or self.saved_model_file
+            if os.path.isfile(path):
+                ckpt = load_checkpoint(path, map_location=self.device)
+                self.model.load_state_dict(ckpt['state_dict'])
+                self.logger.info(set_color('Loading model structure and parameters from', 'green') + f' {path}')
+        t0 = perf_counter()
+        result = self.evaluator.evaluate(self.model, eval_data, desc=desc)
+        self.last_eval_time = perf_counter() - t0
+        return result

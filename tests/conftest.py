@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny hand-made cross-domain sequential dataset written as atomic files."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = 'user_id:token\titem_id:token\ttimestamp:float\tseq_idx:float\n'
+
+
+def write_tiny_dataset(root, name='tiny', n_users=40, n_a=30, n_b=40, seed=0, min_len=4, max_len=14):
+    """Write ``<root>/<name>/<name>_A|B/<name>_A|B.inter`` with random mixed sequences.
+
+    Returns ``{user_token: [item_token, ...]}``, the mixed sequences in order (item tokens are
+    ``a<k>`` for domain A and ``b<k>`` for domain B)."""
+    rng = np.random.default_rng(seed)
+    seqs = {}
+    rows = {'A': [], 'B': []}
+    for u in range(n_users):
+        n = int(rng.integers(min_len, max_len + 1))
+        seq = []
+        for k in range(n):
+            if rng.random() < 0.5:
+                it = f'a{int(rng.integers(n_a))}'
+            else:
+                it = f'b{int(rng.integers(n_b))}'
+            seq.append(it)
+            rows['A' if it[0] == 'a' else 'B'].append(f'u{u}\t{it}\t{1000 + k // 2}\t{k}\n')  # ties on time
+        seqs[f'u{u}'] = seq
+    for dom in 'AB':
+        d = Path(root) / name / f'{name}_{dom}'
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f'{name}_{dom}.inter', 'w') as f:
+            f.write(HEADER)
+            f.writelines(rows[dom])
+    return seqs
+
+
+def tiny_config_dict(tmp_path, **over):
+    d = {'data_path': str(tmp_path / 'data') + os.sep, 'cache_dir': str(tmp_path / 'cache'),
+         'checkpoint_dir': str(tmp_path / 'saved'), 'tensorboard_dir': str(tmp_path / 'tb'),
+         'eval_neg_num': 10, 'epochs': 1, 'train_batch_size': 16, 'eval_batch_size': 16,
+         'show_progress': False, 'MAX_ITEM_LIST_LENGTH': 10, 'state': 'WARNING', 'threads': 1}
+    d.update(over)
+    return d
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A tiny dataset on disk and the config dict that points at it (cwd = tmp_path)."""
+    monkeypatch.chdir(tmp_path)
+    seqs = write_tiny_dataset(tmp_path / 'data')
+    return seqs, tiny_config_dict(tmp_path)
+
+
+def shared_food_kitchen():
+    """Path of the real Food-Kitchen raw data beside the repo, or None."""
+    root = os.environ.get('RECBOLE_ORTHO_DATA') or str(REPO.parent / 'shared' / 'data')
+    p = Path(root) / 'food_kitchen'
+    return p if (p / 'afk_50_preprocessed.txt').is_file() else None
