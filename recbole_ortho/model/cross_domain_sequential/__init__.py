@@ -1,1 +1,4 @@
-"""Cross-domain sequential models of recbole_ortho (one model per file)."""
+from recbole_ortho.model.cross_domain_sequential.abxi import ABXI
+from recbole_ortho.model.cross_domain_sequential.abxi_gca import ABXI_GCA
+
+__all__ = ['ABXI', 'ABXI_GCA']
