@@ -83,13 +83,16 @@ def rank_metrics(rank, n_neg, metrics):
 
 def aggregate_by_domain(values, domain):
     """``{name: [U]}`` and ``domain [U]`` (0 = A, 1 = B) -> ``{'A': {name: mean}, 'B': ..., 'all': ...}``
-    (a domain without users gets NaN and ``n_users`` 0)."""
+    (a domain without users gets NaN and ``n_users`` 0; NaN values of a user, where a statistic
+    is undefined, are left out of the mean)."""
     res = {}
     masks = {'A': domain == 0, 'B': domain == 1, 'all': np.ones_like(domain, dtype=bool)}
     for d, m in masks.items():
         res[d] = {'n_users': int(m.sum())}
         for k, v in values.items():
-            res[d][k] = float(v[m].mean()) if m.any() else math.nan
+            sel = v[m]
+            sel = sel[~np.isnan(sel)]   # a statistic may be undefined for a user (e.g. no valid position)
+            res[d][k] = float(sel.mean()) if len(sel) else math.nan
     return res
 
 

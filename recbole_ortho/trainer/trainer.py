@@ -72,6 +72,7 @@ class CDSRTrainer:
         self.cur_step = 0
         self.global_step = 0
         self.plateau = None
+        self._base_lr = config['learning_rate']
         if config['lr_scheduler'] == 'plateau':
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode='max', factor=config['lr_plateau_factor'], patience=config['lr_plateau_patience'])
@@ -86,23 +87,29 @@ class CDSRTrainer:
                 'adagrad': torch.optim.Adagrad, 'rmsprop': torch.optim.RMSprop}
         return opts[name](params, lr=lr, weight_decay=wd)
 
-    def _warmup(self, n_batches):
-        w = float(self.config['warmup_epochs'] or 0)
-        total = int(round(w * n_batches))
-        if total <= 0 or self.global_step > total:
-            return
-        scale = min(1.0, (self.global_step + 1) / total)
-        for g in self.optimizer.param_groups:
-            g['lr'] = self.config['learning_rate'] * scale
+    def _warmup_factor(self, epoch):
+        """Learning-rate factor of ``epoch`` (0-based) during the linear warm-up: as the official
+        ABXI trainer (``LinearLR(start_factor=1e-5)`` stepped per epoch), epoch ``k`` of ``W``
+        trains at ``lr * (1e-5 + (1 - 1e-5) * k / W)``; 1 after the warm-up."""
+        w = int(self.config['warmup_epochs'] or 0)
+        if epoch >= w:
+            return 1.0
+        return 1e-5 + (1 - 1e-5) * epoch / w
 
     def _train_epoch(self, train_data, epoch):
+        w = int(self.config['warmup_epochs'] or 0)
+        if 0 < w and epoch <= w:   # during warm-up (and once right after it) the lr follows the ramp
+            for g in self.optimizer.param_groups:
+                g['lr'] = self._base_lr * self._warmup_factor(epoch)
+        return self._run_epoch(train_data, epoch)
+
+    def _run_epoch(self, train_data, epoch):
         self.model.train()
         total, n = 0.0, 0
         it = tqdm(train_data, total=len(train_data), ncols=100, leave=False,
                   desc=set_color(f'Train {epoch:>4}', 'pink')) if self.show_progress else train_data
         for batch in it:
             batch = batch.to(self.device)
-            self._warmup(len(train_data))
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.model.calculate_loss(batch)
             if isinstance(loss, tuple):
@@ -142,12 +149,14 @@ class CDSRTrainer:
             t_train = perf_counter() - t0
             self.tensorboard.add_scalar('Loss/train', loss, epoch)
             self.tensorboard.add_scalar('LR', self.optimizer.param_groups[0]['lr'], epoch)
-            entry = {'epoch': epoch, 'train_loss': loss, 'train_time_s': t_train}
+            entry = {'epoch': epoch, 'train_loss': loss, 'train_time_s': t_train,
+                     'lr': self.optimizer.param_groups[0]['lr']}
             entry.update(self.model.epoch_trace() if hasattr(self.model, 'epoch_trace') else {})
             self.logger.info(set_color('epoch %d training', 'green') % epoch + ' [' + set_color('time', 'blue')
                              + f': {t_train:.2f}s, ' + set_color('train loss', 'blue') + f': {loss:.4f}]')
             last = epoch == self.epochs - 1
-            if (self.eval_step and (epoch + 1) % self.eval_step == 0) or last:
+            warm = epoch < int(self.config['warmup_epochs'] or 0)
+            if (self.eval_step and (epoch + 1) % self.eval_step == 0 and not warm) or last:
                 t1 = perf_counter()
                 result = self.evaluator.evaluate(self.model, valid_data, desc=set_color(f'Valid {epoch:>4}', 'pink'))
                 t_eval = perf_counter() - t1

@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Speed of ABXI and ABXI_GCA on Food-Kitchen, optionally side by side with the official code.
+
+    .venv/bin/python benchmarks/bench_abxi.py --batches 10 --threads 2 \
+        [--official_dir /path/to/ABXI-checkout --official_batches 3] [--json_out bench.json]
+
+Each model runs in its own subprocess (so the peak RSS is that model's): it builds the dataset
+(cached), the model with its yaml defaults (Food-Kitchen: d 256, 1 block, 2 heads, rd 16,
+ri 64, batch 256, 128 + 128 negatives), and times ``--batches`` training steps
+(forward + loss + backward + optimizer step, the first one left out as warm-up) and one full
+validation pass (7,144 users x 1,000 candidates). Reported: median step time, the epoch time
+it implies (28 batches) and one measured full epoch with ``--full_epoch``, evaluation time,
+peak RSS, parameters, and the fraction of the machine's fp32 matmul throughput achieved
+(model FLOPs of a step counted by torch's FlopCounterMode / step time, against a measured
+2-thread 4096^3 matmul). With ``--official_dir`` the official code is timed in the same run
+by ``benchmarks/official_abxi.py`` and the epoch-time ratio is printed.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _matmul_gflops(threads, n=2048, reps=5):
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(ts) / 1e9
+
+
+def worker(args):
+    import torch
+    sys.argv = [sys.argv[0]]
+    from recbole.utils import init_seed
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset, data_preparation
+    from recbole_ortho.quick_start import build_model
+    from recbole_ortho.trainer import CDSRTrainer
+
+    torch.set_num_threads(args.threads)
+    cfg = {'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads}
+    if args.param_match:
+        cfg['param_match'] = args.param_match
+    config = Config(model=args.model, dataset='food_kitchen', config_dict=cfg)
+    init_seed(config['seed'], config['reproducibility'])
+    data = create_dataset(config)
+    train, valid, _ = data_preparation(config, data, 'per_user')
+    model, info = build_model(config, data)
+    trainer = CDSRTrainer(config, model, data)
+    it = iter(train)
+    step_times = []
+    model.train()
+    from torch.utils.flop_counter import FlopCounterMode
+    flops = None
+    for k in range(args.batches):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(train)
+            batch = next(it)
+        t = time.perf_counter()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        if k == 1:
+            with FlopCounterMode(display=False) as fc:
+                loss = model.calculate_loss(batch)
+                loss.backward()
+            flops = fc.get_total_flops()
+        else:
+            loss = model.calculate_loss(batch)
+            loss.backward()
+        trainer.optimizer.step()
+        step_times.append(time.perf_counter() - t)
+    steps = step_times[1:] if len(step_times) > 2 else step_times
+    steps_no_fc = [s for i, s in enumerate(step_times) if i not in (0, 1)] or steps
+    med = statistics.median(steps_no_fc)
+    out = {'model': args.model, 'n_params': info['n_params'], 'threads': args.threads,
+           'step_s_median': med, 'step_s_all': step_times, 'batches_per_epoch': len(train),
+           'epoch_s_est': med * len(train), 'step_gflop': flops / 1e9 if flops else None}
+    if args.full_epoch:
+        t = time.perf_counter()
+        trainer._train_epoch(train, 0)
+        out['epoch_s_measured'] = time.perf_counter() - t
+    t = time.perf_counter()
+    trainer.evaluator.evaluate(model, valid)
+    out['eval_s'] = time.perf_counter() - t
+    if 'param_match' in info:
+        out['param_match'] = info['param_match']
+    out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', default='ABXI,ABXI_GCA')
+    p.add_argument('--batches', type=int, default=10)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--full_epoch', action='store_true')
+    p.add_argument('--official_dir', default=os.environ.get('ABXI_OFFICIAL_DIR'))
+    p.add_argument('--official_batches', type=int, default=3)
+    p.add_argument('--json_out')
+    p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--model', help=argparse.SUPPRESS)
+    p.add_argument('--param_match', help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    results = {'matmul_gflops_fp32': _matmul_gflops(args.threads), 'runs': []}
+    runs = [(m, None) for m in args.models.split(',')]
+    if 'ABXI' in args.models.split(',') and 'ABXI_GCA' in args.models.split(','):
+        runs.append(('ABXI', 'ABXI_GCA'))
+    for model, pm in runs:
+        cmd = [sys.executable, __file__, '--worker', '--model', model, '--batches', str(args.batches),
+               '--threads', str(args.threads)] + (['--full_epoch'] if args.full_epoch else []) + \
+              (['--param_match', pm] if pm else [])
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f'{model} failed:\n{r.stderr[-3000:]}')
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        if pm:
+            res['model'] = f'ABXI (param-matched to {pm})'
+        if res.get('step_gflop'):
+            res['matmul_fraction'] = res['step_gflop'] / res['step_s_median'] / results['matmul_gflops_fp32']
+        results['runs'].append(res)
+        print(json.dumps(res), file=sys.stderr)
+    if args.official_dir:
+        cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'official_abxi.py'), '--official_dir',
+               args.official_dir, '--batches', str(args.official_batches), '--threads', str(args.threads), '--eval']
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f'official run failed:\n{r.stderr[-3000:]}')
+        off = json.loads(r.stdout.strip().splitlines()[-1])
+        results['official'] = off
+    # table
+    lines = ['| model | params | step (median) | epoch (28 batches) | eval pass | peak RSS | GFLOP/step | matmul share |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|']
+    for r in results['runs']:
+        ep = r.get('epoch_s_measured', r['epoch_s_est'])
+        lines.append(f"| {r['model']} | {r['n_params']:,} | {r['step_s_median']:.3f} s | {ep:.1f} s | "
+                     f"{r['eval_s']:.2f} s | {r['peak_rss_mb']:.0f} MB | {r.get('step_gflop') or 0:.1f} | "
+                     f"{100 * r.get('matmul_fraction', 0):.0f} % |")
+    if 'official' in results:
+        o = results['official']
+        lines.append(f"| official ABXI | {o['n_params']:,} | {o['batch_s_median']:.3f} s | {o['epoch_s_est']:.1f} s | "
+                     f"{o.get('eval_s') or float('nan'):.2f} s | {o['peak_rss_mb']:.0f} MB | | |")
+        base = results['runs'][0]
+        results['speedup_epoch_vs_official'] = o['epoch_s_est'] / base.get('epoch_s_measured', base['epoch_s_est'])
+        if o.get('eval_s'):
+            results['speedup_eval_vs_official'] = o['eval_s'] / base['eval_s']
+    names = [r['model'] for r in results['runs']]
+    if 'ABXI' in names and 'ABXI_GCA' in names:
+        a = results['runs'][names.index('ABXI')]
+        g = results['runs'][names.index('ABXI_GCA')]
+        results['gca_step_ratio'] = g['step_s_median'] / a['step_s_median']
+    print('\n'.join(lines))
+    print(f"fp32 matmul throughput ({args.threads} threads): {results['matmul_gflops_fp32']:.0f} GFLOP/s")
+    for k in ('speedup_epoch_vs_official', 'speedup_eval_vs_official', 'gca_step_ratio'):
+        if k in results:
+            print(f'{k}: {results[k]:.2f}')
+    if args.json_out:
+        with open(args.json_out + '.tmp', 'w') as f:
+            json.dump(results, f, indent=2)
+        os.replace(args.json_out + '.tmp', args.json_out)
+
+
+if __name__ == '__main__':
+    main()
