@@ -128,7 +128,8 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     result = {
         'model': config['model'], 'dataset': config['dataset'],
         'valid': valid_result, 'test': test_result, 'n_params': info['n_params'],
-        'best_epoch': trainer.best_epoch, 'best_valid_score': best_score,
+        'best_epoch': trainer.best_epoch, 'epochs_run': len(trainer.trace),
+        'stopped_by_time_budget': trainer.stopped_by_budget, 'best_valid_score': best_score,
         'trace': trainer.trace, 'data_time_s': t_data, 'wall_time_s': perf_counter() - t_start,
         'checkpoint': trainer.saved_model_file if (saved and config['save_model']) else None,
         'config': {k: config.final_config_dict[k] for k in sorted(config.final_config_dict)},

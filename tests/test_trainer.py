@@ -31,3 +31,11 @@ def test_eval_step_and_trace(tiny):
     assert ['valid' in e for e in res['trace']] == [False, True, False, True]
     for e in res['trace']:
         assert e['train_time_s'] > 0 and e['train_loss'] > 0
+
+
+def test_time_budget_stops_after_the_epoch_that_exceeds_it(tiny):
+    _, cfg = tiny
+    res = run_recbole_ortho(model='GRU4Rec', dataset='tiny', config_dict=dict(cfg, epochs=50, time_budget_s=1e-9,
+                                                                              save_model=False))
+    assert res['epochs_run'] == 1 and res['stopped_by_time_budget']
+    assert 'valid' in res['trace'][0]

@@ -69,6 +69,7 @@ class CDSRTrainer:
         self.best_valid_result = None
         self.best_epoch = -1
         self.trace = []
+        self.stopped_by_budget = False
         self.cur_step = 0
         self.global_step = 0
         self.plateau = None
@@ -143,6 +144,8 @@ class CDSRTrainer:
     def fit(self, train_data, valid_data, saved=True):
         """Train with early stopping on the validation score; returns ``(best_score, best_result)``."""
         saved = saved and self.config['save_model']
+        budget = self.config['time_budget_s']
+        t_fit = perf_counter()
         for epoch in range(self.epochs):
             t0 = perf_counter()
             loss = self._train_epoch(train_data, epoch)
@@ -154,7 +157,8 @@ class CDSRTrainer:
             entry.update(self.model.epoch_trace() if hasattr(self.model, 'epoch_trace') else {})
             self.logger.info(set_color('epoch %d training', 'green') % epoch + ' [' + set_color('time', 'blue')
                              + f': {t_train:.2f}s, ' + set_color('train loss', 'blue') + f': {loss:.4f}]')
-            last = epoch == self.epochs - 1
+            over = bool(budget) and perf_counter() - t_fit > budget
+            last = epoch == self.epochs - 1 or over
             warm = epoch < int(self.config['warmup_epochs'] or 0)
             if (self.eval_step and (epoch + 1) % self.eval_step == 0 and not warm) or last:
                 t1 = perf_counter()
@@ -181,6 +185,10 @@ class CDSRTrainer:
                     break
             else:
                 self.trace.append(entry)
+            if over:
+                self.stopped_by_budget = True
+                self.logger.info(set_color(f'time_budget_s={budget} reached after epoch {epoch}', 'yellow'))
+                break
         self.tensorboard.flush()
         return self.best_valid_score, self.best_valid_result
 
