@@ -135,6 +135,7 @@ class CDSREvaluator:
                     for k, v in model.pop_stats().items():
                         stats.setdefault(k, []).append(v.cpu())
                 doms.append(dom.cpu())
+                del scores   # free the [B, n_items] matrix before the next batch is scored
         finally:
             if recorder:
                 model.stop_recording()

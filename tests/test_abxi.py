@@ -1,0 +1,457 @@
+"""Unit tests of ABXI (recbole_ortho.model.cross_domain_sequential.abxi) and ABXI_GCA's hook."""
+
+import importlib
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest_models import FakeDataset, eval_batch, make_config, random_sequences, train_batch  # noqa: E402
+
+from recbole_ortho.model.cross_domain_sequential import ABXI, ABXI_GCA  # noqa: E402
+from recbole_ortho.model.cross_domain_sequential.abxi import param_matched_config  # noqa: E402
+from recbole_ortho.model.layers import GatedCrossAttention, count_parameters, gathered_logits  # noqa: E402
+
+TINY = dict(embedding_size=16, n_heads=2, inner_size=24, rd=2, ri=4, n_neg_per_domain=8)
+DS = FakeDataset(n_a=30, n_b=40)          # B ids 1..40, A ids 41..70
+A1, A2, A3, B1, B2, B3 = 41, 42, 43, 1, 2, 3
+
+
+def build(cls=ABXI, seed=0, ds=DS, randomize=False, **kw):
+    torch.manual_seed(seed)
+    cfg = make_config(**{**TINY, **kw})
+    m = cls(cfg, ds)
+    if randomize:                 # LoRA B starts at 0 and LayerNorms at 1/0: make every part matter
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if 'weight_b' in name or 'norm' in name:
+                    p.add_(0.2 * torch.randn_like(p))
+    return m
+
+
+def hand_batch(width=7):
+    # user 0: b1 a1 a2 b2 a3 -> targets a1 a2 b2 a3 b3 ; user 1: a1 a1 b1 -> a1 b1 a2
+    seqs = [torch.tensor([B1, A1, A2, B2, A3, B3]), torch.tensor([A1, A1, B1, A2])]
+    return train_batch(seqs, width)
+
+
+# ------------------------------------------------------------------ inputs
+def test_aligned_domain_inputs_hand_written():
+    m = build()
+    b = hand_batch()
+    seq_a, seq_b = m.aligned_domain_inputs(b['item_id_list'], b['item_length'])
+    assert seq_a.tolist() == [[0, A1, A2, A2, A3, 0, 0], [A1, A1, A1, 0, 0, 0, 0]]
+    assert seq_b.tolist() == [[B1, B1, B1, B2, B2, 0, 0], [0, 0, B1, 0, 0, 0, 0]]
+
+
+def test_domain_positions_follow_official_aligned_sequences():
+    # official aligned training inputs of user 0: seq_a = [0, a1, 0, a2, 0], seq_b = [0, 0, b1, 0, b2]
+    # -> positions counted from the end among non-zero slots: a1 = 2, a2 = 1; b1 = 2, b2 = 1;
+    # a3 (after A's last target step) gets 1
+    m = build()
+    b = hand_batch()
+    tdom = m.item_domain[b['target_id_list']]
+    f = m._domain_indices(b['item_id_list'], b['item_length'], tdom)
+    pa, pb = m._domain_positions(f)
+    assert [pa[0, t].item() for t in (1, 2, 4)] == [2, 1, 1]
+    assert [pb[0, t].item() for t in (0, 3)] == [2, 1]
+    assert [pa[1, t].item() for t in (0, 1)] == [2, 1] and pb[1, 2].item() == 1
+
+
+def test_official_layout_hand_written():
+    m = build(official_quirks=True, MAX_ITEM_LIST_LENGTH=7)
+    b = hand_batch()
+    tdom = m.item_domain[b['target_id_list']]
+    plan = m._plan(b['item_id_list'], b['item_length'], tdom, train=True)
+    tok = plan.tokens.view(3, 2, 7)
+    pos = plan.positions.view(3, 2, 7)
+    assert tok[:, 0].tolist() == [[0, 0, B1, A1, A2, B2, A3], [0, 0, 0, A1, 0, A2, 0], [0, 0, 0, 0, B1, 0, B2]]
+    assert pos[:, 0].tolist() == [[0, 0, 5, 4, 3, 2, 1], [0, 0, 0, 2, 0, 1, 0], [0, 0, 0, 0, 2, 0, 1]]
+    # evaluation: compacted domain histories
+    ev = eval_batch([torch.tensor([B1, A1, A2, B2, A3, B3])], 7, DS)
+    tdom = m._eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
+    assert tdom[0, :5].tolist() == [0, 0, 1, 0, 1]
+    plan = m._plan(ev['item_id_list'], ev['item_length'], tdom, train=False)
+    tok = plan.tokens.view(3, 1, 7)
+    assert tok[1, 0].tolist() == [0, 0, 0, 0, A1, A2, A3] and tok[2, 0].tolist() == [0, 0, 0, 0, 0, B1, B2]
+
+
+# ------------------------------------------------------------------ naive reference
+def _naive_blocks(m, h, s):
+    n = h.size(1)
+    allowed = torch.ones(1, n, n, dtype=torch.bool).tril()
+    for blk in m.blocks:
+        a, _ = blk.attn(h, allowed=allowed)
+        h = blk.norm_attn(h + a)
+        h = blk.norm_ffn[s](h + blk.ffn(h) + blk.dlora[s](h))
+    return h
+
+
+def _naive_head(m, x, hd, d):
+    return (m.norm_inv[d](x + m.proj_inv(x) + m.ilora[d](x)) + m.norm_dom[d](hd + m.proj_dom[d](hd)))
+
+
+def naive_abxi(m, item_seq, item_len, tdom, steps):
+    """Per user, per step loop over unpadded sequences: the mixed sequence and the *compacted*
+    domain sequences (each domain item once), no masks but the causal one."""
+    out = {}
+    E, P = m.item_embedding, m.position_embedding
+    for b in range(item_seq.size(0)):
+        n = int(item_len[b])
+        s, td = item_seq[b, :n], tdom[b, :n]
+        dom = m.item_domain[s]
+        x = _naive_blocks(m, (E(s) + P(n - torch.arange(n)))[None], 0)[0]
+        comp, occs = {}, {}
+        for d in (0, 1):
+            occ = torch.nonzero(dom == d).squeeze(1)
+            tl = int(torch.nonzero(td == d).max()) if (td == d).any() else -1
+            pos = torch.tensor([max(1, int(((occ >= p) & (occ <= tl)).sum())) for p in occ.tolist()], dtype=torch.long)
+            occs[d] = occ
+            if len(occ):
+                comp[d] = _naive_blocks(m, (E(s[occ]) + P(pos))[None], d + 1)[0]
+        for t in (range(n) if steps == 'all' else [n - 1]):
+            d = int(td[t])
+            if d < 0:
+                continue
+            k = int((occs[d] <= t).sum())
+            hd = comp[d][k - 1] if k else torch.zeros(m.embedding_size)
+            out[(b, t)] = _naive_head(m, x[t], hd, d)
+    return out
+
+
+@pytest.mark.parametrize('n_layers', [1, 2])
+def test_packed_fast_path_matches_naive_reference(n_layers):
+    m = build(randomize=True, n_layers=n_layers).eval()
+    seqs = random_sequences(DS, 6, 10, generator=torch.Generator().manual_seed(5))
+    b = train_batch(seqs, 10)
+    item_seq, item_len, L = m._trim(b)
+    target = b['target_id_list'][:, :L]
+    tdom = m.item_domain[target]
+    with torch.no_grad():
+        plan = m._plan(item_seq, item_len, tdom, train=True)
+        outs = m._head(m._encode(plan), plan)
+        ref = naive_abxi(m, item_seq, item_len, tdom, 'all')
+    n = 0
+    for hd, o in zip(plan.head, outs):
+        for src, row in zip(hd.src.tolist(), o):
+            assert torch.allclose(row, ref[(src // L, src % L)], atol=1e-5)
+            n += 1
+    assert n == len(ref) == int(item_len.sum())
+    # evaluation: state after the last history item, target domain from domain_id
+    ev = eval_batch(seqs, 10, DS)
+    with torch.no_grad():
+        h = m.final_representation(ev)
+        tdom_e = m._eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
+        ref = naive_abxi(m, ev['item_id_list'], ev['item_length'], tdom_e, 'last')
+    for u in range(len(seqs)):
+        assert torch.allclose(h[u], ref[(u, int(ev['item_length'][u]) - 1)], atol=1e-5)
+
+
+class _FilledABXI(ABXI):
+    filled_domain_states = True
+
+
+def test_filled_domain_states_equal_occurrence_states():
+    m1 = build(randomize=True).eval()
+    m2 = build(cls=_FilledABXI, randomize=True).eval()
+    m2.load_state_dict(m1.state_dict())
+    b = train_batch(random_sequences(DS, 6, 10), 10)
+    ev = eval_batch(random_sequences(DS, 6, 10), 10, DS)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        l1 = m1.calculate_loss(b)
+        torch.manual_seed(1)
+        l2 = m2.calculate_loss(b)
+        assert torch.allclose(l1, l2, atol=1e-5)
+        assert torch.allclose(m1.full_sort_predict(ev), m2.full_sort_predict(ev), atol=1e-4)
+
+
+def test_gca_hook_receives_aligned_states_and_identity_hook_is_abxi():
+    m = build(randomize=True, dropout_prob=0.0).eval()
+    g = build(cls=ABXI_GCA, randomize=True, dropout_prob=0.0).eval()
+    g.load_state_dict(m.state_dict(), strict=False)
+    seen = {}
+
+    def identity(stage, h_a, h_b, ctx):
+        seen[stage] = (ctx.to_grid(h_a, 0), ctx.to_grid(h_b, 1), ctx)
+        assert torch.equal(ctx.from_grid(seen[stage][0], 0), h_a)
+        return h_a, h_b
+
+    g.domain_interaction = identity
+    b = hand_batch()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        l1 = m.calculate_loss(b)
+        torch.manual_seed(3)
+        l2 = g.calculate_loss(b)
+    assert torch.allclose(l1, l2, atol=1e-5)
+    h_a, h_b, ctx = seen[0]
+    item_seq, item_len, L = m._trim(b)                      # batches are trimmed to their longest row
+    seq_a, seq_b = m.aligned_domain_inputs(item_seq, item_len)
+    f = m._domain_indices(item_seq, item_len, m.item_domain[b['target_id_list'][:, :L]])
+    pos = m._domain_positions(f)
+    for d, (seq, h) in enumerate(((seq_a, h_a), (seq_b, h_b))):
+        exp = m.item_embedding(seq) + m.position_embedding(pos[d].gather(1, f.last[d].clamp_min(0)) * (seq > 0))
+        assert torch.allclose(h, exp * (seq > 0)[..., None], atol=1e-6)
+    assert torch.equal(ctx.has[0], seq_a > 0) and torch.equal(ctx.has[1], seq_b > 0)
+    assert torch.equal(ctx.occ[0], m.item_domain[item_seq] == 0)
+
+
+# ------------------------------------------------------------------ training / evaluation
+@pytest.mark.parametrize('kw', [dict(), dict(official_quirks=True), dict(shared_negatives=False),
+                                dict(official_quirks=True, shared_negatives=False)])
+def test_loss_finite_and_decreases(kw):
+    m = build(**kw, dropout_prob=0.1)
+    seqs = random_sequences(DS, 8, 10, generator=torch.Generator().manual_seed(2))
+    b = train_batch(seqs, 10)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = m.calculate_loss(b)
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+    tr = m.epoch_trace()
+    assert set(tr) == {'loss_a', 'loss_b'} and m.epoch_trace() == {}
+    m.eval()
+    with torch.no_grad():
+        ev = eval_batch(seqs, 10, DS)
+        scores = m.full_sort_predict(ev)
+        assert scores.shape == (len(seqs), DS.n_items) and torch.isfinite(scores).all()
+        assert torch.allclose(m.predict(ev), scores.gather(1, ev['item_id'][:, None]).squeeze(1), atol=1e-5)
+
+
+def test_quirk_mode_changes_the_computation():
+    b = train_batch(random_sequences(DS, 4, 6), 6)
+    m1, m2 = build(randomize=True).eval(), build(randomize=True, official_quirks=True).eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        l1 = m1.calculate_loss(b)
+        torch.manual_seed(0)
+        l2 = m2.calculate_loss(b)
+    assert torch.isfinite(l1) and torch.isfinite(l2) and not torch.allclose(l1, l2)
+
+
+def test_gathered_logits_matches_dense():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(5, 3, 8, generator=g, requires_grad=True)
+    table = torch.randn(20, 8, generator=g, requires_grad=True)
+    idx = torch.randint(0, 20, (5, 6), generator=g)
+    out = gathered_logits(h, table, idx, max_chunk_bytes=2 * 6 * 8 * 4)      # chunks of 2 rows
+    ref = torch.einsum('bld,bkd->blk', h, table[idx])
+    assert torch.allclose(out, ref, atol=1e-6)
+    w = torch.randn_like(out)
+    gh, gt = torch.autograd.grad((out * w).sum(), (h, table))
+    rh, rt = torch.autograd.grad((ref * w).sum(), (h, table))
+    assert torch.allclose(gh, rh, atol=1e-5) and torch.allclose(gt, rt, atol=1e-5)
+
+
+def test_negative_sampling_ranges_and_exclusion():
+    m = build()
+    torch.manual_seed(0)
+    negs = m._sample_negatives(500, 'cpu')
+    (lo_a, hi_a), (lo_b, hi_b) = DS.domain_range[0], DS.domain_range[1]
+    K = m.n_neg
+    assert negs.shape == (500, 2 * K)
+    assert ((negs[:, :K] >= lo_a) & (negs[:, :K] < hi_a)).all()
+    assert ((negs[:, K:] >= lo_b) & (negs[:, K:] < hi_b)).all()
+    own = torch.tensor([[0, 0, 5, 45]])
+    cand = torch.tensor([[41, 45, 41, 44, 50, 51, 52, 53, 5, 6, 5, 7, 8, 9, 10, 11]])
+    bad = m._invalid_negatives(cand, own)
+    assert bad[0].tolist() == [False, True, True, False, False, False, False, False,
+                               True, False, True, False, False, False, False, False]
+    q = build(official_quirks=True)
+    torch.manual_seed(0)
+    negs = q._sample_negatives(2000, 'cpu')[:, K:]
+    quirk = hi_a - 1                       # the last A id sits in the B pool (official off-by-one)
+    assert ((negs >= lo_b) & (negs < hi_b) | (negs == quirk)).all() and (negs == quirk).any()
+    own = torch.tensor([[0, 7, quirk]])                  # sorted, as built by the model
+    cand = torch.zeros(1, 2 * K, dtype=torch.long) + 9
+    cand[0, :2 * K:] = torch.arange(2 * K) % 60 + 1
+    cand[0, K] = quirk
+    cand[0, K + 1] = 7
+    badq = q._invalid_negatives(cand, own)
+    assert not badq[0, K] and badq[0, K + 1]
+
+
+def test_official_parameter_count_and_gca_count():
+    ds = FakeDataset(n_a=11837, n_b=16258)            # Food-Kitchen: 28,096 ids with padding
+    cfg = make_config(MAX_ITEM_LIST_LENGTH=47)
+    assert count_parameters(ABXI(cfg, ds)) == 9_651_200         # = the official model's count
+    assert count_parameters(ABXI_GCA(cfg, ds)) == 9_651_200 + 2 * GatedCrossAttention.num_parameters(256)
+
+
+def test_param_matched_config():
+    cfg = make_config(**TINY)
+    state = torch.get_rng_state()
+    info = param_matched_config(cfg, DS, ABXI_GCA)
+    assert torch.equal(state, torch.get_rng_state())
+    assert cfg['inner_size'] == info['inner_size'] > TINY['inner_size']
+    assert abs(info['rel_diff']) <= 0.02
+    assert count_parameters(ABXI(cfg, DS)) == info['params']
+    n_gca = count_parameters(ABXI_GCA(make_config(**TINY), DS))
+    assert abs(info['params'] - n_gca) <= 3 * 16 * 4 / 2
+    # the classmethod used by quick_start.build_model (returns the config updates only)
+    assert ABXI.param_match_config(make_config(**TINY), DS, n_gca) == {'inner_size': info['inner_size']}
+    with pytest.raises(ValueError):
+        ABXI.param_match_config(make_config(**TINY), DS, n_gca + 50, tol=1e-9)
+
+
+def test_gca_records_statistics_in_evaluation():
+    g = build(cls=ABXI_GCA, gca_positions=[0, 1]).eval()
+    seqs = random_sequences(DS, 5, 10)
+    g.start_recording()
+    with torch.no_grad():
+        g.full_sort_predict(eval_batch(seqs, 10, DS))
+    st = g.pop_stats()
+    names = {f'{k}_{d}@gca{p}' for k in ('ortho_cos', 'cross_cos') for d in 'ab' for p in (0, 1)}
+    assert set(st) == names
+    for v in st.values():
+        assert v.shape == (5,)
+        ok = v[~torch.isnan(v)]
+        assert ((ok >= 0) & (ok <= 1 + 1e-6)).all()
+    g.stop_recording()
+    g.train()
+    g.calculate_loss(train_batch(seqs, 10))               # training records nothing
+    assert g.pop_stats() == {}
+
+
+# ------------------------------------------------------------------ optional: the official code
+@pytest.mark.skipif(not os.environ.get('ABXI_OFFICIAL_DIR'), reason='set ABXI_OFFICIAL_DIR to an official ABXI checkout')
+def test_official_quirks_reproduce_official_code():
+    off_dir = os.environ['ABXI_OFFICIAL_DIR']
+    saved = {k: v for k, v in sys.modules.items() if k == 'models' or k.startswith('models.')}
+    for k in saved:
+        del sys.modules[k]
+    sys.path.insert(0, off_dir)
+    try:
+        OffABXI = importlib.import_module('models.ABXI').ABXI
+        loader = importlib.import_module('models.data.dataloader')
+    finally:
+        sys.path.remove(off_dir)
+        for k in [k for k in sys.modules if k == 'models' or k.startswith('models.')]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+    from argparse import Namespace
+    n_a, n_b, W, d = 30, 40, 12, 16
+    ds = FakeDataset(n_a, n_b, a_first=True)
+    torch.manual_seed(0)
+    off = OffABXI(Namespace(bs=8, len_trim=W, n_head=2, n_item=n_a + n_b, n_item_a=n_a, n_neg=5, temp=0.75,
+                            d_embed=d, rd=2, ri=4, dropout=0.0))
+    me = ABXI(make_config(MAX_ITEM_LIST_LENGTH=W, embedding_size=d, n_heads=2, inner_size=680, rd=2, ri=4,
+                          dropout_prob=0.0, n_neg_per_domain=5, official_quirks=True), ds)
+    o = dict(off.named_parameters())
+    with torch.no_grad():
+        for k, v in o.items():
+            v.copy_(torch.randn_like(v) * 0.3 + (1.0 if 'norm' in k and k.endswith('weight') else 0.0))
+    sd = {'item_embedding.weight': o['ei.weight'], 'position_embedding.weight': o['ep.weight'],
+          'blocks.0.attn.in_proj.weight': o['mha.mha.in_proj_weight'], 'blocks.0.attn.in_proj.bias': o['mha.mha.in_proj_bias'],
+          'blocks.0.attn.out_proj.weight': o['mha.mha.out_proj.weight'], 'blocks.0.attn.out_proj.bias': o['mha.mha.out_proj.bias'],
+          'blocks.0.norm_attn.weight': o['mha.norm_mha.weight'], 'blocks.0.norm_attn.bias': o['mha.norm_mha.bias']}
+    for dst, src in (('blocks.0.ffn', 'ffn'), ('proj_inv', 'proj_i'), ('proj_dom.0', 'proj_a'), ('proj_dom.1', 'proj_b')):
+        sd[dst + '.fc_in.weight'] = torch.cat([o[src + '.fc_1.weight'], o[src + '.fc_2.weight']])
+        sd[dst + '.fc_out.weight'] = o[src + '.fc_3.weight']
+    for i, s in enumerate('xab'):
+        sd.update({f'blocks.0.dlora.{i}.weight_a': o[f'dlora_{s}.mat_A'], f'blocks.0.dlora.{i}.weight_b': o[f'dlora_{s}.mat_B'],
+                   f'blocks.0.norm_ffn.{i}.weight': o[f'norm_sa_{s}.weight'], f'blocks.0.norm_ffn.{i}.bias': o[f'norm_sa_{s}.bias']})
+    for i, s in enumerate('ab'):
+        sd.update({f'ilora.{i}.weight_a': o[f'ilora_{s}.mat_A'], f'ilora.{i}.weight_b': o[f'ilora_{s}.mat_B'],
+                   f'norm_inv.{i}.weight': o[f'norm_i2{s}.weight'], f'norm_inv.{i}.bias': o[f'norm_i2{s}.bias'],
+                   f'norm_dom.{i}.weight': o[f'norm_{s}2{s}.weight'], f'norm_dom.{i}.bias': o[f'norm_{s}2{s}.bias']})
+    me.load_state_dict(sd, strict=True)
+    assert count_parameters(me) == count_parameters(off)
+    rng = np.random.default_rng(1)
+    raws = []
+    while len(raws) < 8:
+        s = rng.integers(1, n_a + n_b + 1, size=int(rng.integers(4, W + 2)))
+        if (s[1:] <= n_a).any() and (s[1:] > n_a).any():
+            raws.append(s)
+    raws.append(np.array([n_a + 3, n_a + 5, n_a + 7, 2]))        # eval: no A history, A target
+
+    def masks(sx, sa, sb, gt):
+        m = [(t != 0).unsqueeze(-1).int() for t in (sx, sa, sb)]
+        return m + [(0 < gt) & (gt <= n_a).int(), (gt > n_a).int()]
+
+    # training representations and loss with the same per-position negatives
+    tr = [loader.process_train(s, n_a, W) for s in raws]
+    sx, sa, sb, gt = [torch.LongTensor(np.stack([t[i] for t in tr])) for i in range(4)]
+    off.train()
+    me.train()
+    mk = masks(sx, sa, sb, gt)
+    h_off = off(sx, sa, sb, *mk)
+    b = train_batch([torch.as_tensor(s) for s in raws], W)
+    item_seq, item_len, L = me._trim(b)
+    target = b['target_id_list'][:, :L]
+    plan = me._plan(item_seq, item_len, me.item_domain[target], train=True)
+    outs = me._head(me._encode(plan), plan)
+    pools = [(np.setdiff1d(np.arange(1, n_a + 1), s), np.setdiff1d(np.arange(n_a + 1, n_a + n_b + 1), s))
+             for s in raws]                              # the official loader excludes the user's items
+    gt_neg = torch.as_tensor(np.stack([np.concatenate([rng.choice(pools[u][0], 5, replace=False),
+                                                       rng.choice(pools[u][1], 5, replace=False)])
+                                       for u in range(len(raws)) for _ in range(W)])).view(len(raws), W, 10)
+    rows = []
+    for hd, out in zip(plan.head, outs):
+        g = W - item_len[hd.user] + hd.src % L
+        assert torch.allclose(h_off[hd.user, g], out, atol=1e-4)
+        rows.append(gt_neg[hd.user, g])
+    la, lb = off.cal_rec_loss(h_off, gt, gt_neg, mk[3], mk[4])
+    me.shared_negatives = False
+    me._sample_negatives = lambda n, dev: torch.cat(rows)
+    pos_emb = me.item_embedding(target.reshape(-1)[torch.cat([hd.src for hd in plan.head])])
+    la2, lb2 = me._info_nce(outs, plan, item_seq, target, pos_emb)
+    assert torch.allclose(la, la2, atol=1e-4) and torch.allclose(lb, lb2, atol=1e-4)
+    # evaluation representations
+    ev = [loader.process_evaluate(s, n_a, W) for s in raws]
+    sx, sa, sb, gt = [torch.LongTensor(np.stack([t[i] for t in ev])) for i in range(4)]
+    off.eval()
+    me.eval()
+    with torch.no_grad():
+        h_off = off(sx, sa, sb, *masks(sx, sa, sb, gt))
+        h_me = me.final_representation(eval_batch([torch.as_tensor(s) for s in raws], W, ds))
+    assert torch.allclose(h_off, h_me, atol=1e-4)
+
+
+def test_chunked_evaluation_equals_one_pass():
+    g = build(cls=ABXI_GCA, randomize=True).eval()
+    ev = eval_batch(random_sequences(DS, 7, 10), 10, DS)
+    with torch.no_grad():
+        g.start_recording()
+        full = g.full_sort_predict(ev)
+        st_full = g.pop_stats()
+        g.eval_chunk_size = 3
+        chunked = g.full_sort_predict(ev)
+        st_chunk = g.pop_stats()
+    assert torch.allclose(full, chunked, atol=1e-5)
+    assert set(st_full) == set(st_chunk)
+    for k in st_full:
+        assert torch.allclose(st_full[k], st_chunk[k], atol=1e-6, equal_nan=True)
+
+
+def test_batch_with_a_single_domain():
+    seqs = [torch.tensor([A1, A2, A3, A1]), torch.tensor([A2, A3])]
+    for cls in (ABXI, ABXI_GCA):
+        m = build(cls=cls)
+        loss = m.calculate_loss(train_batch(seqs, 5))
+        loss.backward()
+        assert torch.isfinite(loss)
+        m.eval()
+        m.start_recording()
+        with torch.no_grad():
+            assert torch.isfinite(m.full_sort_predict(eval_batch(seqs, 5, DS))).all()
+
+
+@pytest.mark.parametrize('cls,kw', [(ABXI, {}), (ABXI, {'official_quirks': True}), (ABXI, {'n_layers': 2}),
+                                    (ABXI_GCA, {}), (ABXI_GCA, {'n_layers': 2, 'gca_positions': [1]})])
+def test_evaluation_shortcut_equals_full_last_block(cls, kw):
+    m = build(cls=cls, randomize=True, **kw).eval()
+    ev = eval_batch(random_sequences(DS, 6, 10), 10, DS)
+    with torch.no_grad():
+        fast = m.final_representation(ev)            # last block: only the rows the head reads
+    full = m.final_representation(ev).detach()       # with autograd on: every row
+    assert torch.allclose(fast, full, atol=1e-5)

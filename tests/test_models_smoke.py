@@ -1,0 +1,73 @@
+"""One epoch of every model of this package on the tiny fixture, through run_recbole_ortho:
+per-domain metrics, orthogonality statistics in the result, parameter matching."""
+
+import itertools
+import math
+import sys
+
+import pytest
+
+from recbole_ortho.model.layers import GatedCrossAttention
+from recbole_ortho.quick_start import run_recbole_ortho
+
+SMALL = dict(embedding_size=16, inner_size=24, rd=2, ri=4, n_heads=2, n_neg_per_domain=8, epochs=1)
+
+
+@pytest.fixture(autouse=True)
+def _argv(monkeypatch):
+    monkeypatch.setattr(sys, 'argv', ['pytest'])
+
+
+def _check(res, n_users):
+    for phase in ('valid', 'test'):
+        assert res[phase]['all']['n_users'] == n_users
+        assert 0.0 <= res[phase]['all']['ndcg@10'] <= 1.0
+
+
+@pytest.mark.parametrize('official_quirks', [False, True])
+def test_abxi_one_epoch(tiny, official_quirks):
+    seqs, cfg = tiny
+    res = run_recbole_ortho(model='ABXI', dataset='tiny',
+                            config_dict=dict(cfg, **SMALL, official_quirks=official_quirks, warmup_epochs=0))
+    _check(res, len(seqs))
+
+
+COMBOS = list(itertools.product(['sigmoid', 'tanh'], [4, 8], [True, False], ['concat_other', 'concat_attn']))
+
+
+@pytest.mark.parametrize('act,heads,ln,gate', COMBOS)
+def test_abxi_gca_one_epoch_each_option(tiny, act, heads, ln, gate):
+    seqs, cfg = tiny
+    res = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=dict(
+        cfg, **SMALL, gca_activation=act, gca_heads=heads, gca_layernorm=ln, gca_gate_input=gate, warmup_epochs=0))
+    _check(res, len(seqs))
+    for d in ('A', 'B', 'all'):
+        for k in ('ortho_cos_a@gca0', 'ortho_cos_b@gca0', 'cross_cos_a@gca0', 'cross_cos_b@gca0'):
+            v = res['test'][d][k]
+            assert math.isnan(v) or 0.0 <= v <= 1.0 + 1e-6
+    assert 0.0 <= res['test']['all']['ortho_cos_a@gca0'] <= 1.0
+    assert 'ortho_cos_a@gca0' in res['trace'][-1]['valid']['all']
+
+
+def test_abxi_gca_stacked_positions_and_param_count(tiny):
+    seqs, cfg = tiny
+    base = run_recbole_ortho(model='ABXI', dataset='tiny', config_dict=dict(cfg, **SMALL, n_layers=2,
+                                                                            warmup_epochs=0, save_model=False))
+    res = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=dict(
+        cfg, **SMALL, n_layers=2, gca_positions=[0, 2], warmup_epochs=0, save_model=False))
+    _check(res, len(seqs))
+    assert 'ortho_cos_b@gca2' in res['test']['all']
+    per_layer = GatedCrossAttention.num_parameters(16, layer_norm=True)
+    assert per_layer == 7 * 16 * 16 + 6 * 16 + 2 * 16
+    assert res['n_params'] - base['n_params'] == 2 * 2 * per_layer
+
+
+def test_param_match_within_two_percent(tiny):
+    _, cfg = tiny
+    res = run_recbole_ortho(model='ABXI', dataset='tiny', config_dict=dict(
+        cfg, **SMALL, param_match='ABXI_GCA', warmup_epochs=0, save_model=False))
+    pm = res['param_match']
+    assert pm['target_model'] == 'ABXI_GCA'
+    assert abs(pm['rel_diff']) <= 0.02
+    assert res['n_params'] != pm['target_n_params'] or pm['rel_diff'] == 0
+    assert 'inner_size' in pm['updates'] and pm['updates']['inner_size'] > SMALL['inner_size']
