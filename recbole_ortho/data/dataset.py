@@ -111,7 +111,7 @@ class SeqData:
 
     def save(self, path):
         arrays = {k: getattr(self, k) for k in self.ARRAYS if getattr(self, k) is not None}
-        tmp = path + '.tmp.npz'
+        tmp = f'{path}.{os.getpid()}.tmp.npz'
         np.savez(tmp, n_users=self.n_users, n_items=self.n_items,
                  range_a=np.array(self.domain_range[0]), range_b=np.array(self.domain_range[1]), **arrays)
         os.replace(tmp, path)
