@@ -97,10 +97,16 @@ def main():
         out += ['', 'Validation trace of the orthogonality (per evaluated epoch, all users):', '']
         for f, r in runs:
             tr = [(e['epoch'], e['valid']['all']) for e in r.get('trace', []) if 'valid' in e]
-            if tr and any(k in tr[0][1] for k in stats):
-                k = stats[0]
-                pts = ', '.join(f"{ep}: {fmt(v.get(k), 3)}" for ep, v in tr[:: max(1, len(tr) // 12)])
-                out.append(f"- {f[:-5]} `{k}` by epoch — {pts}")
+            for k in stats:
+                if tr and k in tr[0][1]:
+                    pts = ', '.join(f"{ep}: {fmt(v.get(k), 3)}" for ep, v in tr[:: max(1, len(tr) // 12)])
+                    out.append(f"- {f[:-5]} `{k}` by epoch — {pts}")
+        out += ['', 'Validation score (MRR_A + MRR_B) at equal epochs:', '',
+                '| epoch | ' + ' | '.join(f[:-5] for f, _ in runs) + ' |', '|---:|' + '---:|' * len(runs)]
+        traces = [{e['epoch']: e.get('valid_score') for e in r.get('trace', []) if 'valid_score' in e} for _, r in runs]
+        last_common = min(max(t) for t in traces if t)
+        for ep in sorted({e for t in traces for e in t if e <= last_common})[:: 10] + [last_common]:
+            out.append(f'| {ep} | ' + ' | '.join(fmt(t.get(ep)) for t in traces) + ' |')
     print('\n'.join(out))
 
 
