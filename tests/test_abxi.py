@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest_models import FakeDataset, eval_batch, make_config, random_sequences, train_batch  # noqa: E402
@@ -80,14 +81,45 @@ def test_official_layout_hand_written():
 
 
 # ------------------------------------------------------------------ naive reference
-def _naive_blocks(m, h, s):
+def _naive_block(blk, h, s):
     n = h.size(1)
-    allowed = torch.ones(1, n, n, dtype=torch.bool).tril()
+    a, _ = blk.attn(h, allowed=torch.ones(1, n, n, dtype=torch.bool).tril())
+    h = blk.norm_attn(h + a)
+    return blk.norm_ffn[s](h + blk.ffn(h) + blk.dlora[s](h))
+
+
+def _naive_blocks(m, h, s):
     for blk in m.blocks:
-        a, _ = blk.attn(h, allowed=allowed)
-        h = blk.norm_attn(h + a)
-        h = blk.norm_ffn[s](h + blk.ffn(h) + blk.dlora[s](h))
+        h = _naive_block(blk, h, s)
     return h
+
+
+def _naive_gca(layer, xq, steps_q, xk, steps_k):
+    """ABXI_GCA's occurrence-mode GCA of one user with the padded layer API: the query at step t
+    attends to the other domain's occurrences at steps < t; the gate's other input is the
+    other domain's state at its latest occurrence before t (0 if none)."""
+    nq, d = xq.size(0), xq.size(1)
+    if xk.size(0) == 0:
+        xk, steps_k = torch.zeros(1, d), torch.tensor([10 ** 6])      # one key no query may see
+    allowed = steps_k[None, :] < steps_q[:, None]                        # [nq, nk]
+    latest = (allowed.long().cumsum(1) == allowed.long().sum(1, keepdim=True)) & allowed
+    other = (latest.to(xk.dtype) @ xk)                                   # 0 where no earlier key
+    return layer(xq[None], xk[None], allowed=allowed[None], other=other[None])[0]
+
+
+def _naive_domains(m, comp, steps, d_own):
+    """Encoder of the compacted domain sequences, with ABXI_GCA's stages when ``m`` has them."""
+    stages = getattr(m, 'gca_positions', [])
+    for i in range(m.n_layers + 1):
+        if i in stages and all(k in comp for k in (0, 1)):
+            gca = m.gca[str(i)]
+            comp = {0: _naive_gca(gca['a'], comp[0], steps[0], comp[1], steps[1]),
+                    1: _naive_gca(gca['b'], comp[1], steps[1], comp[0], steps[0])}
+        elif i in stages:                                                # no key at all: GCA = LN(X)
+            comp = {d: m.gca[str(i)]['ab'[d]].norm(h) for d, h in comp.items()}
+        if i < m.n_layers:
+            comp = {d: _naive_block(m.blocks[i], h[None], d + 1)[0] for d, h in comp.items()}
+    return comp
 
 
 def _naive_head(m, x, hd, d):
@@ -111,7 +143,8 @@ def naive_abxi(m, item_seq, item_len, tdom, steps):
             pos = torch.tensor([max(1, int(((occ >= p) & (occ <= tl)).sum())) for p in occ.tolist()], dtype=torch.long)
             occs[d] = occ
             if len(occ):
-                comp[d] = _naive_blocks(m, (E(s[occ]) + P(pos))[None], d + 1)[0]
+                comp[d] = E(s[occ]) + P(pos)
+        comp = _naive_domains(m, comp, occs, None)
         for t in (range(n) if steps == 'all' else [n - 1]):
             d = int(td[t])
             if d < 0:
@@ -150,6 +183,156 @@ def test_packed_fast_path_matches_naive_reference(n_layers):
         assert torch.allclose(h[u], ref[(u, int(ev['item_length'][u]) - 1)], atol=1e-5)
 
 
+@pytest.mark.parametrize('kw', [dict(), dict(n_layers=2, gca_positions=[0, 2]), dict(n_layers=2, gca_positions=[1]),
+                                dict(gca_gate_input='concat_attn', gca_activation='tanh', gca_layernorm=False)])
+def test_gca_occurrence_mode_matches_naive_reference(kw):
+    """gca_query_steps=occurrence, against a per-user loop with the padded GCA layer: the A state
+    at an A occurrence t attends to the B occurrences < t (gate: the latest of them), the rest
+    is ABXI (the A state used at a later step is the latest A occurrence's)."""
+    m = build(cls=ABXI_GCA, randomize=True, gca_query_steps='occurrence', **kw).eval()
+    with torch.no_grad():
+        for p in m.gca.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    seqs = random_sequences(DS, 7, 10, generator=torch.Generator().manual_seed(6))
+    seqs.append(torch.tensor([A1, A2, A3, A1, A2]))                      # a user without B items
+    b = train_batch(seqs, 10)
+    item_seq, item_len, L = m._trim(b)
+    tdom = m.item_domain[b['target_id_list'][:, :L]]
+    with torch.no_grad():
+        plan = m._plan(item_seq, item_len, tdom, train=True)
+        outs = m._head(m._encode(plan), plan)
+        ref = naive_abxi(m, item_seq, item_len, tdom, 'all')
+    for hd, o in zip(plan.head, outs):
+        for src, row in zip(hd.src.tolist(), o):
+            assert torch.allclose(row, ref[(src // L, src % L)], atol=1e-5)
+    ev = eval_batch(seqs, 10, DS)
+    with torch.no_grad():
+        h = m.final_representation(ev)
+        tdom_e = m._eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
+        ref = naive_abxi(m, ev['item_id_list'], ev['item_length'], tdom_e, 'last')
+    for u in range(len(seqs)):
+        assert torch.allclose(h[u], ref[(u, int(ev['item_length'][u]) - 1)], atol=1e-5)
+
+
+def _head_outputs(m, item_seq, item_len, tdom):
+    with torch.no_grad():
+        plan = m._plan(item_seq, item_len, tdom, train=True)
+        outs = m._head(m._encode(plan), plan)
+    return {src: row for hd, o in zip(plan.head, outs) for src, row in zip(hd.src.tolist(), o)}
+
+
+@pytest.mark.parametrize('mode', ['occurrence', 'every'])
+def test_gca_no_future_leak_in_model(mode):
+    """Replacing a B item at step s by another B item (same layout) leaves every output at
+    steps < s unchanged and changes the A states after s (GCA keys / gate)."""
+    m = build(cls=ABXI_GCA, randomize=True, gca_query_steps=mode).eval()
+    with torch.no_grad():
+        for p in m.gca.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    #             b1  a1  a2  b2  a3  a1  b3  a2   (targets: the next item)
+    seq = torch.tensor([B1, A1, A2, B2, A3, A1, B3, A2, B1])
+    b = train_batch([seq], 8)
+    item_seq, item_len, L = m._trim(b)
+    tdom = m.item_domain[b['target_id_list'][:, :L]]
+    seen = {}
+    orig = m.domain_interaction
+
+    def spy(stage, h_a, h_b, ctx):
+        out = orig(stage, h_a, h_b, ctx)
+        seen['a'] = ctx.to_grid(out[0], 0)[0]
+        return out
+
+    m.domain_interaction = spy
+    base = _head_outputs(m, item_seq, item_len, tdom)
+    base_a = seen['a']
+    for s in (0, 3):                                          # the B items at steps 0 and 3
+        item2 = item_seq.clone()
+        item2[0, s] = B3 if int(item_seq[0, s]) != B3 else B2
+        new = _head_outputs(m, item2, item_len, tdom)
+        for t in range(s):
+            assert torch.allclose(new[t], base[t], atol=1e-6), (s, t)
+        assert not torch.allclose(seen['a'][s + 1:], base_a[s + 1:], atol=1e-5)     # A states after s change
+        a_steps = [t for t in range(s + 1, 8) if int(m.item_domain[item_seq[0, t]]) == 0]
+        for t in a_steps:                                      # ... at each A occurrence after s
+            assert not torch.allclose(seen['a'][t], base_a[t], atol=1e-6), (s, t)
+
+
+@pytest.mark.parametrize('mode', ['occurrence', 'every'])
+def test_gca_identity_layers_compute_abxi(mode):
+    """GCA layers that return their input (tanh gate with a zero last layer, no LayerNorm: y = x +
+    Dropout(0 * X') = x) -> ABXI_GCA computes exactly ABXI (loss and scores)."""
+    # occurrence: ABXI's very rows, so even the dropout masks are the same draws; every: more
+    # domain rows (other dropout draws), compared without dropout
+    p = 0.3 if mode == 'occurrence' else 0.0
+    m = build(randomize=True, dropout_prob=p).eval()
+    g = build(cls=ABXI_GCA, randomize=True, dropout_prob=p, gca_query_steps=mode, gca_activation='tanh',
+              gca_layernorm=False, gca_positions=[0, 1], gca_dropout=0.0).eval()   # (no random draws of its own)
+    g.load_state_dict(m.state_dict(), strict=False)
+    with torch.no_grad():
+        for p in g.gca.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for pos in g.gca.values():
+            for layer in pos.values():
+                layer.gate_fc2.weight.zero_()
+                layer.gate_fc2.bias.zero_()
+    seqs = random_sequences(DS, 6, 10, generator=torch.Generator().manual_seed(8))
+    b, ev = train_batch(seqs, 10), eval_batch(seqs, 10, DS)
+    for train in (True, False):
+        m.train(train)
+        g.train(train)
+        torch.manual_seed(4)
+        l1 = m.calculate_loss(b)
+        torch.manual_seed(4)
+        l2 = g.calculate_loss(b)
+        assert torch.allclose(l1, l2, atol=1e-5), train
+    with torch.no_grad():
+        assert torch.allclose(m.full_sort_predict(ev), g.full_sort_predict(ev), atol=1e-5)
+
+
+def test_gca_occurrence_statistics_by_hand():
+    """ortho_cos / cross_cos of the occurrence mode: per user, over its A occurrences t with a
+    B item before t: |cos(X_A[t], X'_A[t])| and |cos(X_A[t], X_B[latest B occurrence < t])|."""
+    g = build(cls=ABXI_GCA, randomize=True).eval()
+    seen = {}
+    orig = g.domain_interaction
+
+    def spy(stage, h_a, h_b, ctx):
+        seen['in'] = (ctx.to_grid(h_a, 0)[0], ctx.to_grid(h_b, 1)[0])
+        return orig(stage, h_a, h_b, ctx)
+
+    g.domain_interaction = spy
+    seq = torch.tensor([A1, B1, A2, A3, B2, A1, A2])              # history = all but the last
+    ev = eval_batch([seq], 8, DS)
+    g.start_recording()
+    with torch.no_grad():
+        g.full_sort_predict(ev)
+    st = g.pop_stats()
+    g.stop_recording()
+    xa, xb = seen['in']
+    layer = g.gca['0']['a']
+    cross = [abs(F.cosine_similarity(xa[t], xb[bt], dim=0)) for t, bt in ((2, 1), (3, 1), (5, 4))]
+    assert torch.allclose(st['cross_cos_a@gca0'][0], torch.stack(cross).mean(), atol=1e-5)
+    # X'_A at the A occurrences with a key, by the padded layer
+    with torch.no_grad():
+        q = xa[[0, 2, 3, 5]]
+        k = xb[[1, 4]]
+        allowed = torch.tensor([[0, 0], [1, 0], [1, 0], [1, 1]], dtype=torch.bool)
+        x_att, _ = layer.attn(q[None], k[None], allowed[None])
+    ortho = [abs(F.cosine_similarity(q[i], x_att[0, i], dim=0)) for i in (1, 2, 3)]
+    assert torch.allclose(st['ortho_cos_a@gca0'][0], torch.stack(ortho).mean(), atol=1e-5)
+    # B direction: B occurrences 1 (A before: step 0) and 4 (latest A: step 3)
+    cross_b = [abs(F.cosine_similarity(xb[t], xa[at], dim=0)) for t, at in ((1, 0), (4, 3))]
+    assert torch.allclose(st['cross_cos_b@gca0'][0], torch.stack(cross_b).mean(), atol=1e-5)
+
+
+def test_gca_query_steps_option():
+    assert build(cls=ABXI_GCA).gca_query_steps == 'occurrence'
+    assert not build(cls=ABXI_GCA).filled_domain_states
+    assert build(cls=ABXI_GCA, gca_query_steps='every').filled_domain_states
+    with pytest.raises(ValueError):
+        build(cls=ABXI_GCA, gca_query_steps='sometimes')
+
+
 class _FilledABXI(ABXI):
     filled_domain_states = True
 
@@ -169,9 +352,10 @@ def test_filled_domain_states_equal_occurrence_states():
         assert torch.allclose(m1.full_sort_predict(ev), m2.full_sort_predict(ev), atol=1e-4)
 
 
-def test_gca_hook_receives_aligned_states_and_identity_hook_is_abxi():
+@pytest.mark.parametrize('mode', ['every', 'occurrence'])
+def test_gca_hook_receives_aligned_states_and_identity_hook_is_abxi(mode):
     m = build(randomize=True, dropout_prob=0.0).eval()
-    g = build(cls=ABXI_GCA, randomize=True, dropout_prob=0.0).eval()
+    g = build(cls=ABXI_GCA, randomize=True, dropout_prob=0.0, gca_query_steps=mode).eval()
     g.load_state_dict(m.state_dict(), strict=False)
     seen = {}
 
@@ -195,7 +379,18 @@ def test_gca_hook_receives_aligned_states_and_identity_hook_is_abxi():
     pos = m._domain_positions(f)
     for d, (seq, h) in enumerate(((seq_a, h_a), (seq_b, h_b))):
         exp = m.item_embedding(seq) + m.position_embedding(pos[d].gather(1, f.last[d].clamp_min(0)) * (seq > 0))
-        assert torch.allclose(h, exp * (seq > 0)[..., None], atol=1e-6)
+        # every: a state at each step after the domain's first item; occurrence: only where it occurs
+        present = (seq > 0) if mode == 'every' else f.occ[d]
+        assert torch.allclose(h, exp * present[..., None], atol=1e-6)
+        assert torch.equal(ctx.rows[d], torch.nonzero(present.reshape(-1)).squeeze(1))
+        # latest_row: the row of the domain's latest state at or before each step (-1: none)
+        steps = torch.nonzero(f.valid.reshape(-1)).squeeze(1)
+        lr = ctx.latest_row(d, steps)
+        assert torch.equal(lr >= 0, (seq > 0).reshape(-1)[steps])
+        ok = lr >= 0
+        rows_of = ctx.rows[d][lr[ok]]
+        exp_step = steps[ok] if mode == 'every' else (steps[ok] // L) * L + f.last[d].reshape(-1)[steps[ok]]
+        assert torch.equal(rows_of, exp_step)
     assert torch.equal(ctx.has[0], seq_a > 0) and torch.equal(ctx.has[1], seq_b > 0)
     assert torch.equal(ctx.occ[0], m.item_domain[item_seq] == 0)
 
@@ -303,8 +498,9 @@ def test_param_matched_config():
         ABXI.param_match_config(make_config(**TINY), DS, n_gca + 50, tol=1e-9)
 
 
-def test_gca_records_statistics_in_evaluation():
-    g = build(cls=ABXI_GCA, gca_positions=[0, 1]).eval()
+@pytest.mark.parametrize('mode', ['occurrence', 'every'])
+def test_gca_records_statistics_in_evaluation(mode):
+    g = build(cls=ABXI_GCA, gca_positions=[0, 1], gca_query_steps=mode).eval()
     seqs = random_sequences(DS, 5, 10)
     g.start_recording()
     with torch.no_grad():
@@ -417,8 +613,9 @@ def test_official_quirks_reproduce_official_code():
     assert torch.allclose(h_off, h_me, atol=1e-4)
 
 
-def test_chunked_evaluation_equals_one_pass():
-    g = build(cls=ABXI_GCA, randomize=True).eval()
+@pytest.mark.parametrize('mode', ['occurrence', 'every'])
+def test_chunked_evaluation_equals_one_pass(mode):
+    g = build(cls=ABXI_GCA, randomize=True, gca_query_steps=mode).eval()
     ev = eval_batch(random_sequences(DS, 7, 10), 10, DS)
     with torch.no_grad():
         g.start_recording()
@@ -447,7 +644,8 @@ def test_batch_with_a_single_domain():
 
 
 @pytest.mark.parametrize('cls,kw', [(ABXI, {}), (ABXI, {'official_quirks': True}), (ABXI, {'n_layers': 2}),
-                                    (ABXI_GCA, {}), (ABXI_GCA, {'n_layers': 2, 'gca_positions': [1]})])
+                                    (ABXI_GCA, {}), (ABXI_GCA, {'n_layers': 2, 'gca_positions': [1]}),
+                                    (ABXI_GCA, {'gca_query_steps': 'every'})])
 def test_evaluation_shortcut_equals_full_last_block(cls, kw):
     m = build(cls=cls, randomize=True, **kw).eval()
     ev = eval_batch(random_sequences(DS, 6, 10), 10, DS)

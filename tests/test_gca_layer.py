@@ -121,6 +121,119 @@ def test_packed_rows_equal_padded_tensors(gate_input):
     assert torch.isnan(stp['ortho'][3])
 
 
+def test_packed_other_index_equals_explicit_other():
+    layer = _layer()
+    x, kv = _inputs(B=3, L=8)
+    g = torch.Generator().manual_seed(9)
+    qm = torch.rand(3, 8, generator=g) > 0.5
+    km = ~qm                                                        # disjoint steps
+    qi, ki = torch.nonzero(qm.reshape(-1)).squeeze(1), torch.nonzero(km.reshape(-1)).squeeze(1)
+    d = x.size(-1)
+    xq, xk = x.reshape(-1, d)[qi], kv.reshape(-1, d)[ki]
+    oi = torch.tensor([max([j for j, f in enumerate(ki.tolist()) if f // 8 == q // 8 and f < q], default=-1)
+                       for q in qi.tolist()])
+    other = torch.where((oi >= 0)[:, None], xk[oi.clamp_min(0)], torch.zeros_like(xq))
+    y1, s1 = layer.forward_packed(xq, qi, xk, ki, 3, 8, other=other, other_valid=oi >= 0, return_stats=True)
+    y2, s2 = layer.forward_packed(xq, qi, xk, ki, 3, 8, other_index=oi, return_stats=True)
+    assert torch.allclose(y1, y2, atol=1e-6)
+    for k in ('ortho', 'cross'):
+        assert torch.allclose(s1[k], s2[k], atol=1e-6, equal_nan=True)
+
+
+def _latest(src, dst, L):
+    """Row of ``dst`` at the latest step < each step of ``src`` in the same sequence (-1: none)."""
+    out = []
+    for f in src.tolist():
+        c = [i for i, g in enumerate(dst.tolist()) if g // L == f // L and g < f]
+        out.append(max(c) if c else -1)
+    return torch.tensor(out, dtype=torch.long)
+
+
+@pytest.mark.parametrize('activation,heads,layer_norm,gate_input', COMBOS)
+def test_pair_equals_two_packed_calls(activation, heads, layer_norm, gate_input):
+    """forward_packed_pair (both directions as one masked self-attention over the merged rows,
+    one fused projection per input) = the two single-direction calls: outputs, gradients of the
+    inputs and of every parameter, statistics."""
+    la, lb = _layer(activation, heads, layer_norm, gate_input, seed=1).double(), \
+        _layer(activation, heads, layer_norm, gate_input, seed=2).double()
+    n, L = 5, 9
+    dom = torch.randint(-1, 2, (n, L), generator=torch.Generator().manual_seed(4))
+    dom[0] = 0                                                      # a sequence with A rows only
+    ia, ib = torch.nonzero((dom == 0).reshape(-1)).squeeze(1), torch.nonzero((dom == 1).reshape(-1)).squeeze(1)
+    xa = torch.randn(ia.numel(), D, dtype=torch.double, requires_grad=True)
+    xb = torch.randn(ib.numel(), D, dtype=torch.double, requires_grad=True)
+    oa, ob = _latest(ia, ib, L), _latest(ib, ia, L)
+    (ya, yb), (sa, sb) = GatedCrossAttention.forward_packed_pair(la, lb, xa, ia, xb, ib, n, L, oa, ob,
+                                                                 return_stats=True)
+    ra, rsa = la.forward_packed(xa, ia, xb, ib, n, L, other_index=oa, return_stats=True)
+    rb, rsb = lb.forward_packed(xb, ib, xa, ia, n, L, other_index=ob, return_stats=True)
+    assert torch.allclose(ya, ra, atol=1e-10) and torch.allclose(yb, rb, atol=1e-10)
+    params = [xa, xb] + list(la.parameters()) + list(lb.parameters())
+    w = torch.randn_like(yb)
+    g1 = torch.autograd.grad(ya.sum() + (yb * w).sum(), params, allow_unused=True)
+    g2 = torch.autograd.grad(ra.sum() + (rb * w).sum(), params, allow_unused=True)
+    for a, b in zip(g1, g2):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-10)
+    for got, exp in ((sa, rsa), (sb, rsb)):
+        for k in ('ortho', 'cross'):
+            assert torch.allclose(got[k], exp[k], equal_nan=True)
+
+
+def test_pair_input_checks():
+    la, lb = _layer(), _layer(seed=1)
+    x = torch.randn(2, D)
+    idx = torch.tensor([0, 1])
+    with pytest.raises(ValueError):                                 # the two sequences share a step
+        GatedCrossAttention.forward_packed_pair(la, lb, x, idx, x, idx, 1, 4, idx * 0 - 1, idx * 0 - 1)
+    with pytest.raises(ValueError):                                 # concat_other needs other_index
+        GatedCrossAttention.forward_packed_pair(la, lb, x, idx, x, idx + 2, 1, 4)
+
+
+@pytest.mark.parametrize('self_attn', [True, False])
+@pytest.mark.parametrize('zero_empty,keep_grids', [(True, False), (False, False), (False, True), (True, True)])
+def test_packed_attention_matches_dense_and_gradcheck(self_attn, zero_empty, keep_grids):
+    """packed_attention (length-sorted chunks, explicit softmax, hand-written backward) = dense
+    masked SDPA on [n, H, L, dh] grids; gradients checked numerically (float64)."""
+    from recbole_ortho.model.layers import attention_chunks, masked_attention, packed_attention
+    torch.manual_seed(0)
+    n_seq, L, H, dh = 5, 7, 2, 4
+    d = H * dh
+    qm, km = torch.rand(n_seq, L) > 0.3, torch.rand(n_seq, L) > 0.4
+    km[2] = False
+    if self_attn:
+        km = qm
+    allowed = km[:, None, :] & torch.ones(L, L, dtype=torch.bool).tril()[None]
+    qi, ki = torch.nonzero(qm.reshape(-1)).squeeze(1), torch.nonzero(km.reshape(-1)).squeeze(1)
+    q = torch.randn(qi.numel(), 3 * d if self_attn else d, dtype=torch.double, requires_grad=True)
+    kv = None if self_attn else torch.randn(ki.numel(), 2 * d, dtype=torch.double, requires_grad=True)
+    chunks = attention_chunks(qi, ki, n_seq, L, L, max_chunk_bytes=200, row_bytes=8)    # several chunks
+    assert len(chunks) > 1
+
+    def f(*t):
+        return packed_attention(t[0], None if self_attn else t[1], chunks, allowed, H, zero_empty=zero_empty,
+                                keep_grids=keep_grids)
+
+    inputs = (q,) if self_attn else (q, kv)
+    torch.autograd.gradcheck(f, inputs)
+    qq, kk, vv = (q[:, :d], q[:, d:2 * d], q[:, 2 * d:]) if self_attn else (q, kv[:, :d], kv[:, d:])
+    ki_ = qi if self_attn else ki
+
+    def grid(x, idx):
+        g = x.new_zeros(n_seq * L, d)
+        g[idx] = x
+        return g.view(n_seq, L, H, dh).transpose(1, 2)
+
+    ref, has = masked_attention(grid(qq, qi), grid(kk, ki_), grid(vv, ki_), allowed)
+    ref = ref.transpose(1, 2).reshape(n_seq * L, d)[qi]
+    out = f(*inputs)
+    hq = has.reshape(-1)[qi]
+    assert torch.allclose(out[hq], ref[hq], atol=1e-12)
+    if zero_empty:
+        assert torch.equal(out[~hq], torch.zeros_like(out[~hq]))
+    else:
+        assert torch.isfinite(out).all()
+
+
 # ------------------------------------------------------------------ shared building blocks
 def test_swiglu_fused_backward_matches_autograd():
     torch.manual_seed(0)
@@ -241,9 +354,10 @@ def test_abxi_gca_extra_parameters(activation, heads, layer_norm, gate_input):
     assert count_parameters(gca) - count_parameters(abxi) == 2 * GatedCrossAttention.num_parameters(D, layer_norm)
 
 
+@pytest.mark.parametrize('mode', ['occurrence', 'every'])
 @pytest.mark.parametrize('positions', [[0], [1], [0, 1, 2]])
-def test_abxi_gca_positions_parameters_and_training(positions):
-    abxi, gca, ds = _models(n_layers=2, gca_positions=positions, gca_layernorm=True)
+def test_abxi_gca_positions_parameters_and_training(positions, mode):
+    abxi, gca, ds = _models(n_layers=2, gca_positions=positions, gca_layernorm=True, gca_query_steps=mode)
     assert count_parameters(gca) - count_parameters(abxi) == 2 * len(positions) * GatedCrossAttention.num_parameters(D)
     batch = train_batch(random_sequences(ds, 5, 10), 10)
     loss = gca.calculate_loss(batch)
@@ -253,10 +367,11 @@ def test_abxi_gca_positions_parameters_and_training(positions):
         assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in gca.gca[str(p)].parameters())
 
 
+@pytest.mark.parametrize('mode', ['occurrence', 'every'])
 @pytest.mark.parametrize('activation,heads,layer_norm,gate_input', COMBOS[::3])
-def test_abxi_gca_model_forward_backward(activation, heads, layer_norm, gate_input):
+def test_abxi_gca_model_forward_backward(activation, heads, layer_norm, gate_input, mode):
     _, gca, ds = _models(gca_activation=activation, gca_heads=heads, gca_layernorm=layer_norm,
-                         gca_gate_input=gate_input, gca_dedup_keys=heads == 8)
+                         gca_gate_input=gate_input, gca_dedup_keys=heads == 8, gca_query_steps=mode)
     batch = train_batch(random_sequences(ds, 4, 9), 9)
     loss = gca.calculate_loss(batch)
     loss.backward()

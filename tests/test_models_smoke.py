@@ -49,12 +49,14 @@ def test_abxi_gca_one_epoch_each_option(tiny, act, heads, ln, gate):
     assert 'ortho_cos_a@gca0' in res['trace'][-1]['valid']['all']
 
 
-def test_abxi_gca_stacked_positions_and_param_count(tiny):
+@pytest.mark.parametrize('query_steps', ['occurrence', 'every'])
+def test_abxi_gca_stacked_positions_and_param_count(tiny, query_steps):
     seqs, cfg = tiny
     base = run_recbole_ortho(model='ABXI', dataset='tiny', config_dict=dict(cfg, **SMALL, n_layers=2,
                                                                             warmup_epochs=0, save_model=False))
     res = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=dict(
-        cfg, **SMALL, n_layers=2, gca_positions=[0, 2], warmup_epochs=0, save_model=False))
+        cfg, **SMALL, n_layers=2, gca_positions=[0, 2], gca_query_steps=query_steps, warmup_epochs=0,
+        save_model=False))
     _check(res, len(seqs))
     assert 'ortho_cos_b@gca2' in res['test']['all']
     per_layer = GatedCrossAttention.num_parameters(16, layer_norm=True)

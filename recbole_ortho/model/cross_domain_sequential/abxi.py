@@ -67,7 +67,23 @@ class _EncoderBlock(nn.Module):
 
 
 class _DomainContext(SimpleNamespace):
-    """Layout of the packed A/B rows handed to :meth:`ABXI.domain_interaction`."""
+    """Layout of the packed A/B rows handed to :meth:`ABXI.domain_interaction`.
+
+    ``rows[D]``: flat steps ``b * L + t`` of domain ``D``'s rows, sorted (``filled``: every step
+    after ``D``'s first item; else only the steps where an item of ``D`` occurs);
+    ``row_at[D] [B * L]``: flat step -> row of ``D`` at that step, or -1; ``last[D] [B, L]``: the
+    latest step ``<= t`` where an item of ``D`` occurs (-1: none); ``valid``/``occ``/``has``:
+    ``[B, L]`` masks (non-padding step, an item of ``D`` occurs, ``D`` has a state)."""
+
+    def latest_row(self, d, steps):
+        """Row of domain ``d`` holding its latest state at or before each flat step of ``steps``
+        (the row at that step when ``filled``, else the row of ``d``'s latest occurrence); -1
+        where ``d`` has no item yet."""
+        if self.filled:
+            return self.row_at[d][steps]
+        lst = self.last[d].reshape(-1)[steps]
+        base = steps - torch.remainder(steps, self.L)
+        return torch.where(lst >= 0, self.row_at[d][base + lst.clamp_min(0)], torch.full_like(lst, -1))
 
     def to_grid(self, rows, d):
         """Rows of domain ``d`` -> ``[B, L, dim]`` (zeros where the domain has no state)."""
@@ -113,7 +129,8 @@ class ABXI(CrossDomainSeqRecommender):
 
     **Speed.** Only non-padding rows are computed (packed rows), a domain input only at the
     steps where its domain occurs; the attention of all inputs runs on the packed rows chunk by
-    chunk (no batch-wide grid is kept; recomputed in backward), the SwiGLU networks keep only
+    chunk, sequences sorted by length into small grids (no batch-wide grid; the backward keeps
+    only the rows and the attention probabilities), the SwiGLU networks keep only
     their input for backward, and the negatives' logits are matmuls: with ``shared_negatives``
     the draws of a user are shared by all its positions (``[B, L, d] x [B, d, 2K]``), without,
     each position has its own; in both cases computed in chunks without an ``[B, L, 2K, d]``
@@ -126,9 +143,10 @@ class ABXI(CrossDomainSeqRecommender):
     the last A item in the pool of B negatives.
     """
 
-    #: True: the A/B inputs hold a state at every step after their domain's first item (needed by
-    #: subclasses that mix the two domains per step, e.g. ABXI_GCA); False: only at the steps where
-    #: their domain occurs (cheaper; identical results when nothing mixes the domains).
+    #: True: the A/B inputs hold a state at every step after their domain's first item (for
+    #: subclasses that update the domain states at every step, e.g. ABXI_GCA with
+    #: ``gca_query_steps: every``); False: only at the steps where their domain occurs (cheaper;
+    #: identical results when nothing mixes the domains). Subclasses may set it per instance.
     filled_domain_states = False
 
     def __init__(self, config, dataset):
@@ -253,13 +271,14 @@ class ABXI(CrossDomainSeqRecommender):
 
         head = self._head_rows_fixed(f, item_len, row_of, R, train, filled)
         ctx = None
-        if filled:
+        if self.interaction_stages:
             row_at = []
             for d in (0, 1):
                 m = torch.full((BL,), -1, dtype=torch.long, device=dev)
                 m[flat_rows[d + 1]] = torch.arange(flat_rows[d + 1].numel(), device=dev)
                 row_at.append(m)
-            ctx = _DomainContext(B=B, L=L, valid=f.valid, occ=f.occ, has=has, rows=flat_rows[1:], row_at=row_at)
+            ctx = _DomainContext(B=B, L=L, valid=f.valid, occ=f.occ, has=has, last=f.last, filled=filled,
+                                 rows=flat_rows[1:], row_at=row_at)
         chunks = attention_chunks(flat_idx, flat_idx, n_grids * B, L, L, row_bytes=4 * 3 * self.embedding_size)
         return SimpleNamespace(B=B, L=L, n_grids=n_grids, tokens=tokens, positions=positions, chunks=chunks,
                                seg=[fr.numel() for fr in flat_rows], flat_idx=flat_idx, row_of=row_of,
@@ -349,19 +368,21 @@ class ABXI(CrossDomainSeqRecommender):
     def domain_interaction(self, stage, h_a, h_b, ctx):
         """Hook for subclasses that let the two domain inputs interact (identity in ABXI).
 
-        ``h_a [Ra, d]``, ``h_b [Rb, d]``: the packed A/B states, one row per step that has a state
-        (``ctx.rows[D]``: their flat steps ``b * L + t``; ``ctx.row_at[D]``: flat step -> row or -1;
-        ``ctx.has``/``ctx.occ``/``ctx.valid``: ``[B, L]`` masks; ``ctx.to_grid`` /
-        ``ctx.from_grid`` convert to and from ``[B, L, d]``). Returns the new ``(h_a, h_b)``
-        (same shapes). Requires ``filled_domain_states``."""
+        ``h_a [Ra, d]``, ``h_b [Rb, d]``: the packed A/B states, one row per step where the domain
+        occurs, or, with ``filled_domain_states``, per step that has a state (``ctx``: a
+        :class:`_DomainContext`; ``ctx.rows[D]``: the rows' flat steps ``b * L + t``;
+        ``ctx.row_at[D]``: flat step -> row or -1; ``ctx.latest_row``: the row holding a domain's
+        latest state at or before a step; ``ctx.has``/``ctx.occ``/``ctx.valid``: ``[B, L]`` masks;
+        ``ctx.to_grid`` / ``ctx.from_grid`` convert to and from ``[B, L, d]``). Returns the new
+        ``(h_a, h_b)`` (same shapes)."""
         return h_a, h_b
 
     def _interact(self, stage, h, plan):
         if stage not in self.interaction_stages:
             return h
-        rx, ra, _ = plan.seg
-        h_a, h_b = self.domain_interaction(stage, h[rx:rx + ra], h[rx + ra:], plan.ctx)
-        return torch.cat([h[:rx], h_a, h_b])
+        h_x, h_a, h_b = h.split(plan.seg)          # one split (its backward is one cat, not 3 slices)
+        h_a, h_b = self.domain_interaction(stage, h_a, h_b, plan.ctx)
+        return torch.cat([h_x, h_a, h_b])
 
     def _block(self, blk, h, plan, mask_ffn):
         qkv = blk.attn.in_proj(h)                                  # [R, 3d]
