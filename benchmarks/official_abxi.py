@@ -4,8 +4,8 @@
 This is our own driver; the official code is NOT part of this repository. Check it out
 somewhere outside the repo and point ``--official_dir`` (or ``ABXI_OFFICIAL_DIR``) at it::
 
-    git --git-dir=<mirror> --work-tree=/work/abxi_official checkout HEAD -- .
-    ABXI_OFFICIAL_DIR=/work/abxi_official \\
+    git --git-dir=<mirror> --work-tree=../abxi_official checkout HEAD -- .
+    ABXI_OFFICIAL_DIR=../abxi_official \\
         .venv/bin/python benchmarks/official_abxi.py --batches 5 --threads 2 [--eval]
 
 How the official code is driven (by import, nothing of it is edited):
