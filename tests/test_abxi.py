@@ -155,14 +155,12 @@ def naive_abxi(m, item_seq, item_len, tdom, steps):
     return out
 
 
-@pytest.mark.parametrize('n_layers', [1, 2])
-def test_packed_fast_path_matches_naive_reference(n_layers):
-    m = build(randomize=True, n_layers=n_layers).eval()
-    seqs = random_sequences(DS, 6, 10, generator=torch.Generator().manual_seed(5))
+def assert_matches_naive(m, seqs):
+    """The packed fast path of ``m`` equals :func:`naive_abxi` on every training row (all
+    positions) and on the evaluation state after the last history item."""
     b = train_batch(seqs, 10)
     item_seq, item_len, L = m._trim(b)
-    target = b['target_id_list'][:, :L]
-    tdom = m.item_domain[target]
+    tdom = m.item_domain[b['target_id_list'][:, :L]]
     with torch.no_grad():
         plan = m._plan(item_seq, item_len, tdom, train=True)
         outs = m._head(m._encode(plan), plan)
@@ -183,6 +181,12 @@ def test_packed_fast_path_matches_naive_reference(n_layers):
         assert torch.allclose(h[u], ref[(u, int(ev['item_length'][u]) - 1)], atol=1e-5)
 
 
+@pytest.mark.parametrize('n_layers', [1, 2])
+def test_packed_fast_path_matches_naive_reference(n_layers):
+    m = build(randomize=True, n_layers=n_layers).eval()
+    assert_matches_naive(m, random_sequences(DS, 6, 10, generator=torch.Generator().manual_seed(5)))
+
+
 @pytest.mark.parametrize('kw', [dict(), dict(n_layers=2, gca_positions=[0, 2]), dict(n_layers=2, gca_positions=[1]),
                                 dict(gca_gate_input='concat_attn', gca_activation='tanh', gca_layernorm=False)])
 def test_gca_occurrence_mode_matches_naive_reference(kw):
@@ -195,23 +199,7 @@ def test_gca_occurrence_mode_matches_naive_reference(kw):
             p.add_(0.1 * torch.randn_like(p))
     seqs = random_sequences(DS, 7, 10, generator=torch.Generator().manual_seed(6))
     seqs.append(torch.tensor([A1, A2, A3, A1, A2]))                      # a user without B items
-    b = train_batch(seqs, 10)
-    item_seq, item_len, L = m._trim(b)
-    tdom = m.item_domain[b['target_id_list'][:, :L]]
-    with torch.no_grad():
-        plan = m._plan(item_seq, item_len, tdom, train=True)
-        outs = m._head(m._encode(plan), plan)
-        ref = naive_abxi(m, item_seq, item_len, tdom, 'all')
-    for hd, o in zip(plan.head, outs):
-        for src, row in zip(hd.src.tolist(), o):
-            assert torch.allclose(row, ref[(src // L, src % L)], atol=1e-5)
-    ev = eval_batch(seqs, 10, DS)
-    with torch.no_grad():
-        h = m.final_representation(ev)
-        tdom_e = m._eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
-        ref = naive_abxi(m, ev['item_id_list'], ev['item_length'], tdom_e, 'last')
-    for u in range(len(seqs)):
-        assert torch.allclose(h[u], ref[(u, int(ev['item_length'][u]) - 1)], atol=1e-5)
+    assert_matches_naive(m, seqs)
 
 
 def _head_outputs(m, item_seq, item_len, tdom):
