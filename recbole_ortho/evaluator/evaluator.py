@@ -12,9 +12,8 @@ Protocols (``eval_protocol``):
   input history (the target itself stays a candidate even if it also occurs in the history).
 
 Rank = 1 + number of candidates scored *strictly* higher than the target, so a tie is
-resolved in the target's favour (optimistic). Metrics from the rank ``r`` and the number of
-negatives ``n``: ``hit@k = [r <= k]``, ``ndcg@k = [r <= k] / log2(r + 1)``, ``mrr = 1 / r``
-(not truncated), ``auc = (n - (r - 1)) / n`` (share of negatives scored at or below the target).
+resolved in the target's favour (optimistic). The metrics computed from the rank are those of
+the registry :mod:`recbole_ortho.evaluator.metrics` (``hit@k``, ``ndcg@k``, ``mrr``, ``auc``).
 
 Every metric is averaged over users whose target is in domain A, in domain B, and over all
 users (``{'A': {...}, 'B': {...}, 'all': {...}}``). Statistics a model records during the
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recbole_ortho.config.configurator import parse_metric
+from recbole_ortho.evaluator.metrics import compute_metrics
 
 DOMAINS = ('A', 'B', 'all')
 
@@ -61,24 +60,6 @@ def full_rank(scores, target, history, lo, hi):
     valid[torch.arange(B, device=scores.device), target] = False   # the target is not its own negative
     t_score = scores.gather(1, target[:, None]).squeeze(1)
     return rank_of_target(t_score, scores, valid), valid.sum(1)
-
-
-def rank_metrics(rank, n_neg, metrics):
-    """Per-user values of ``metrics`` (names such as ``ndcg@10``) from 1-based ranks."""
-    rank = rank.double()
-    out = {}
-    for m in metrics:
-        base, k = parse_metric(m)
-        if base == 'hit':
-            out[m] = (rank <= k).double()
-        elif base == 'ndcg':
-            out[m] = torch.where(rank <= k, 1.0 / torch.log2(rank + 1.0), torch.zeros_like(rank))
-        elif base == 'mrr':
-            out[m] = 1.0 / rank
-        elif base == 'auc':
-            n = n_neg.double().clamp(min=1)
-            out[m] = (n - (rank - 1.0)) / n
-    return out
 
 
 def aggregate_by_domain(values, domain):
@@ -129,7 +110,7 @@ class CDSREvaluator:
                 else:
                     r = self.ranges.to(device)[dom]
                     rank, n_neg = full_rank(scores, batch[self.iid], batch[self.seq_field], r[:, 0], r[:, 1])
-                for k, v in rank_metrics(rank, n_neg, self.metrics).items():
+                for k, v in compute_metrics(self.metrics, rank, n_neg).items():
                     values[k].append(v.cpu())
                 if recorder:
                     for k, v in model.pop_stats().items():

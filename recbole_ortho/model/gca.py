@@ -1,0 +1,507 @@
+"""
+recbole_ortho.model.gca
+#######################
+
+Gated cross-attention (GCA), as in Lee et al., "Cross-attention Secretly Performs Orthogonal
+Alignment in Recommendation Models" (arXiv:2510.09435):
+
+- :class:`GatedCrossAttention`: the one GCA layer of the package,
+  ``GCA(X_A, X_B) = LN(X_A + Dropout(G ⊙ MHA(X_A, X_B)))`` with a vector-valued gate ``G``;
+- :class:`GCAStages`: the wiring every ``_GCA`` model uses. It reads and validates the ``gca_*``
+  settings, places one GCA layer per direction (A attends to B, B attends to A) at each stage
+  of ``gca_positions``, runs them on the model's packed A/B rows
+  (:class:`~recbole_ortho.model.layout.DomainContext`) or on padded step-aligned tensors, and
+  records the orthogonality statistics (:mod:`recbole_ortho.model.ortho`) during evaluation.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recbole_ortho.model.kernels import PairProjection, attention_chunks, packed_attention, sequence_ranks
+from recbole_ortho.model.layers import Dropout, MultiHeadAttention, causal_key_mask
+from recbole_ortho.model.ortho import abs_cosine, masked_row_mean, rows_mean_per_sequence, stat_name
+from recbole_ortho.utils.errors import ConfigError
+
+
+class GatedCrossAttention(nn.Module):
+    r"""Gated cross-attention (GCA), the one cross-attention layer of recbole_ortho.
+
+    .. math::
+
+        X'_A &= \mathrm{MHA}(Q = X_A,\; K = V = X_B)              \\
+        G    &= \mathrm{act}\big(W_2\,\mathrm{GELU}(W_1 [X_A ; Z] + b_1) + b_2\big)   \\
+        \mathrm{GCA}(X_A, X_B) &= \mathrm{LN}\big(X_A + \mathrm{Dropout}(G \odot X'_A)\big)
+
+    with :math:`Z = X_B` (``gate_input='concat_other'``: the other sequence at the same step,
+    for position-aligned inputs such as ABXI's A/B inputs) or :math:`Z = X'_A`
+    (``gate_input='concat_attn'``), :math:`W_1 \in R^{d \times 2d}`,
+    :math:`W_2 \in R^{d \times d}`, ``act`` = sigmoid or tanh (element-wise: the gate is
+    vector-valued), ``LN`` optional (identity when ``layer_norm=False``) and MHA the multi-head
+    attention of :class:`MultiHeadAttention` (``n_heads`` heads, boolean mask, no attention
+    dropout). A query with no allowed key gets :math:`X'_A = 0` exactly, hence
+    ``GCA = LN(X_A)`` there (never NaN). With the zero-initialised biases the sigmoid gate
+    starts at 0.5 and the tanh gate at 0.
+
+    Parameters (independent of the heads, the activation and the gate input): attention
+    ``4 d^2 + 4 d`` + gate ``(2 d^2 + d) + (d^2 + d)`` + LayerNorm ``2 d`` =
+    ``7 d^2 + 6 d (+ 2 d)`` (:meth:`num_parameters`).
+
+    Three entry points with the same computation: :meth:`forward` on padded ``[B, L, d]``
+    tensors, :meth:`forward_packed` on the non-padding rows only (compact per-sequence grids),
+    and :meth:`forward_packed_pair`, both directions between two sequences at disjoint steps at
+    once (one fused input projection per sequence, one masked self-attention over the merged
+    rows; used by ABXI_GCA with ``gca_query_steps=occurrence``). All run the attention through
+    :func:`packed_attention`.
+
+    Statistics (``return_stats=True``), per sequence (user) of the batch: the mean over query
+    steps of :math:`|\cos(X_A, X'_A)|` (``'ortho'``; steps with at least one key) and of
+    :math:`|\cos(X_A, Z_B)|` (``'cross'``: the query input against the other sequence's input at
+    the same step; steps where that one is valid); NaN for a sequence without such a step.
+    """
+
+    ACTIVATIONS = ('sigmoid', 'tanh')
+    GATE_INPUTS = ('concat_other', 'concat_attn')
+
+    def __init__(self, d_model, n_heads=4, activation='sigmoid', layer_norm=True,
+                 gate_input='concat_other', dropout=0.0, layer_norm_eps=1e-5):
+        super().__init__()
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f'GCA activation [{activation}] must be one of {self.ACTIVATIONS}')
+        if gate_input not in self.GATE_INPUTS:
+            raise ValueError(f'GCA gate input [{gate_input}] must be one of {self.GATE_INPUTS}')
+        self.d_model = d_model
+        self.activation = activation
+        self.gate_input = gate_input
+        self.attn = MultiHeadAttention(d_model, n_heads)
+        self.gate_fc1 = nn.Linear(2 * d_model, d_model)
+        self.gate_fc2 = nn.Linear(d_model, d_model)
+        self.dropout = Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if layer_norm else nn.Identity()
+        self.reset_parameters()
+
+    @staticmethod
+    def num_parameters(d_model, layer_norm=True):
+        """Parameter count of one GCA layer: ``7 d^2 + 6 d`` (+ ``2 d`` with LayerNorm)."""
+        return 7 * d_model * d_model + 6 * d_model + (2 * d_model if layer_norm else 0)
+
+    def reset_parameters(self):
+        self.attn.reset_parameters()
+        for fc in (self.gate_fc1, self.gate_fc2):
+            nn.init.normal_(fc.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(fc.bias)
+        if isinstance(self.norm, nn.LayerNorm):
+            nn.init.ones_(self.norm.weight)
+            nn.init.zeros_(self.norm.bias)
+
+    def gate(self, x, z):
+        """``act(W_2 GELU(W_1 [x; z] + b_1) + b_2)`` (reference form; the forward passes compute
+        the same with ``W_1`` split into its ``x`` and ``z`` halves, fused with the attention
+        projections)."""
+        g = self.gate_fc2(F.gelu(self.gate_fc1(torch.cat([x, z], dim=-1))))
+        return torch.sigmoid(g) if self.activation == 'sigmoid' else torch.tanh(g)
+
+    # ---------------------------------------------------------------- core
+    def _core(self, x, kv, attend, other=None, other_index=None):
+        """GCA of the rows ``x [Rq, d]`` over the rows ``kv [Rk, d]``; ``attend(q, kvp)`` runs the
+        multi-head attention of the projected queries ``[Rq, d]`` over the projected keys/values
+        ``[Rk, 2d]`` and returns ``(att [Rq, d], has_key [Rq])``. The gate's other input is
+        ``other [Rq, d]`` or, with ``other_index [Rq]``, the row ``kv[other_index]`` (0 where
+        ``-1``). Returns ``(y, X', has_key)``."""
+        d = self.d_model
+        w, b = self.attn.in_proj.weight, self.attn.in_proj.bias
+        q, gx = F.linear(x, torch.cat([w[:d], self.gate_fc1.weight[:, :d]]),
+                         torch.cat([b[:d], self.gate_fc1.bias])).split(d, dim=1)
+        by_index = self.gate_input == 'concat_other' and other_index is not None
+        if by_index:        # z = kv[other_index]: W_1^z z = (W_1^z kv)[other_index], one GEMM with K/V
+            kvp, zk = F.linear(kv, torch.cat([w[d:], self.gate_fc1.weight[:, d:]]),
+                               torch.cat([b[d:], b.new_zeros(d)])).split([2 * d, d], dim=1)
+        else:
+            kvp, zk = F.linear(kv, w[d:], b[d:]), None
+        att, has = attend(q, kvp)
+        y, x_att = self._finish(x, att, has, gx, zk=zk, other=other, other_index=other_index)
+        return y, x_att, has
+
+    def _finish(self, x, att, has, gx, zk=None, other=None, other_index=None):
+        """Everything after the attention: ``X' = out_proj(att)`` (0 without a key), the gate
+        ``act(W_2 GELU(W_1^x x + b_1 + W_1^z z) + b_2)`` (``gx = W_1^x x + b_1`` precomputed;
+        ``W_1 [x; z] = W_1^x x + W_1^z z``, so no ``[R, 2d]`` concatenation is formed) with ``z``
+        = ``X'`` (``concat_attn``), ``other``, or the key row ``other_index`` (``zk`` = ``W_1^z``
+        applied to the key rows; -1 = none, i.e. 0), and ``LN(x + Dropout(G * X'))``.
+        Returns ``(y, X')``."""
+        d = self.d_model
+        x_att = self.attn.out_proj(att) * has.unsqueeze(-1).to(att.dtype)    # no key -> exactly 0
+        w1z = self.gate_fc1.weight[:, d:]
+        if self.gate_input == 'concat_attn':
+            gz = F.linear(x_att, w1z)
+        elif other_index is None:
+            gz = F.linear(other, w1z)
+        elif zk is not None and zk.size(0):
+            gz = zk.index_select(0, other_index.clamp_min(0)) * (other_index >= 0).unsqueeze(-1).to(zk.dtype)
+        else:
+            gz = None
+        g = self.gate_fc2(F.gelu(gx if gz is None else gx + gz))
+        g = torch.sigmoid(g) if self.activation == 'sigmoid' else torch.tanh(g)
+        return self.norm(x + self.dropout(g * x_att)), x_att
+
+    # ---------------------------------------------------------------- two interleaved sequences
+    @staticmethod
+    def forward_packed_pair(layer_a, layer_b, x_a, index_a, x_b, index_b, n_seq, length, other_index_a=None,
+                            other_index_b=None, return_stats=False):
+        """Both directions between two packed sequences whose rows are at *disjoint* steps (e.g.
+        ABXI's A and B occurrences): ``y_a = layer_a.forward_packed(x_a, index_a, x_b, index_b,
+        ..., other_index=other_index_a)`` and ``y_b = layer_b.forward_packed(x_b, index_b, x_a,
+        index_a, ..., other_index=other_index_b)`` (the query at step ``t`` attends to the other
+        sequence's rows at steps ``< t``), computed together: each input is projected by one GEMM
+        (its queries and gate half for its own layer, its keys/values and gate half for the other
+        layer's), and the two cross-attentions run as one masked self-attention over the merged
+        rows of each sequence (a row may attend to the other sequence's earlier rows), whose
+        grids are per merged sequence and sorted by length. Same results as the two calls.
+
+        ``other_index_a [Ra]``: the row of ``x_b`` that is ``layer_a``'s gate input ``z`` (-1: none,
+        i.e. 0; required with ``concat_other``); ``other_index_b`` likewise. Returns
+        ``(y_a, y_b)`` (and ``(stats_a, stats_b)``, as :meth:`forward_packed`'s)."""
+        if layer_a.attn.n_heads != layer_b.attn.n_heads or layer_a.d_model != layer_b.d_model:
+            raise ValueError('GCA.forward_packed_pair: the two layers need the same size and heads')
+        for layer, oi in ((layer_a, other_index_a), (layer_b, other_index_b)):
+            if layer.gate_input == 'concat_other' and oi is None:
+                raise ValueError('GCA.forward_packed_pair: `other_index_a/b` is required with gate_input=concat_other')
+        d = layer_a.d_model
+        own = ((layer_a, layer_b, x_a, other_index_a), (layer_b, layer_a, x_b, other_index_b))
+
+        def referenced(layer, oi):
+            """Rows of the other input read by ``layer``'s gate (sorted) and each query's slot
+            among them (-1: none)."""
+            if layer.gate_input != 'concat_other':
+                return None, oi
+            rows = torch.unique(oi[oi >= 0])
+            return rows, torch.where(oi >= 0, torch.searchsorted(rows, oi.clamp_min(0)), oi)
+
+        zr_b, slot_a = referenced(layer_a, other_index_a)             # rows of x_b read by a's gate
+        zr_a, slot_b = referenced(layer_b, other_index_b)
+        # x_a -> [q (a) | k, v (b) | W_1^x x + b_1 (a)] and W_1^z (b) x on the rows zr_a; x_b likewise
+        pa = (layer_a.attn.in_proj.weight, layer_a.attn.in_proj.bias, layer_a.gate_fc1.weight, layer_a.gate_fc1.bias)
+        pb = (layer_b.attn.in_proj.weight, layer_b.attn.in_proj.bias, layer_b.gate_fc1.weight, layer_b.gate_fc1.bias)
+        qkv, gx_a, gx_b, z_a, z_b = PairProjection.apply(x_a, x_b, *pa, *pb, zr_a, zr_b)
+        gx, zk, slots = (gx_a, gx_b), (z_b, z_a), (slot_a, slot_b)
+        dev = x_a.device
+        dom = torch.full((n_seq * length,), -1, dtype=torch.long, device=dev)
+        dom[index_a] = 0
+        dom[index_b] = 1
+        if bool((dom[index_a] != 0).any()):
+            raise ValueError('GCA.forward_packed_pair: the two sequences share a step')
+        dom = dom.view(n_seq, length)
+        ar = torch.arange(length, device=dev)
+        allowed = ((dom[:, None, :] != dom[:, :, None]) & (dom[:, None, :] >= 0) & (dom[:, :, None] >= 0)
+                   & (ar[None, :] <= ar[:, None])[None]).unsqueeze(1)             # [n_seq, 1, L, L]
+        index = torch.cat([index_a, index_b])
+        has = allowed.reshape(n_seq * length, length).any(-1)[index]
+        chunks = attention_chunks(index, index, n_seq, length, length, max_chunk_bytes=1 << 23,
+                                  row_bytes=4 * 3 * d)
+        att = packed_attention(qkv, None, chunks, allowed, layer_a.attn.n_heads, zero_empty=False,
+                               keep_grids=True)
+        sizes = [index_a.numel(), index_b.numel()]
+        atts, hass = att.split(sizes), has.split(sizes)
+        ys, stats = [], []
+        for i, (me, ot, x, oi) in enumerate(own):
+            y, x_att = me._finish(x, atts[i], hass[i], gx[i], zk=zk[i], other_index=slots[i])
+            ys.append(y)
+            if return_stats:
+                with torch.no_grad():
+                    seq = torch.div((index_a, index_b)[i], length, rounding_mode='floor')
+                    xo = (x_b, x_a)[i]
+                    if oi is None:
+                        st_cross = None
+                    else:
+                        ov = oi >= 0
+                        other = xo[oi.clamp_min(0)] * ov.unsqueeze(-1).to(xo.dtype) if xo.size(0) \
+                            else x.new_zeros(x.shape)
+                        st_cross = rows_mean_per_sequence(abs_cosine(x, other), ov, seq, n_seq)
+                    stats.append({'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), hass[i], seq, n_seq),
+                                  'cross': st_cross})
+        return (tuple(ys), tuple(stats)) if return_stats else tuple(ys)
+
+    # ---------------------------------------------------------------- padded tensors
+    def forward(self, x, kv, key_mask=None, causal=True, allowed=None, other=None,
+                query_mask=None, other_mask=None, return_stats=False):
+        """GCA of ``x [B, Lq, d]`` (queries) over ``kv [B, Lk, d]`` (keys/values).
+
+        Args:
+            key_mask: ``[B, Lk]`` True for real keys (default: all).
+            causal: with step-aligned inputs (``Lq == Lk``), query step ``t`` only sees key steps
+                ``<= t``.
+            allowed: a ready ``[B, Lq, Lk]`` boolean mask (overrides ``key_mask``/``causal``).
+            other: the position-aligned other sequence ``Z_B [B, Lq, d]`` used by the
+                ``concat_other`` gate and by the ``cross`` statistic (default: ``kv``).
+            query_mask: ``[B, Lq]`` valid query positions (statistics only; default: all).
+            other_mask: ``[B, Lq]`` positions where ``other`` is valid (default: ``key_mask``).
+            return_stats: also return ``{'ortho': [B], 'cross': [B]}``.
+
+        Returns: ``y [B, Lq, d]`` (and the statistics dict when ``return_stats``).
+        """
+        B, Lq, d = x.shape
+        Lk = kv.size(1)
+        if other is None:
+            if Lq != Lk:
+                raise ValueError('GCA: `other` is required when the two sequences have different lengths')
+            other = kv
+        if allowed is None:
+            if key_mask is None:
+                key_mask = torch.ones(B, Lk, dtype=torch.bool, device=x.device)
+            if causal:
+                if Lq != Lk:
+                    raise ValueError('GCA: a causal mask needs step-aligned sequences (Lq == Lk)')
+                allowed = causal_key_mask(key_mask)
+            else:
+                allowed = key_mask[:, None, :].expand(B, Lq, Lk)
+        chunks = attention_chunks(None, None, B, Lq, Lk, row_bytes=4 * 3 * d, device=x.device)
+
+        def attend(q, kvp):
+            att = packed_attention(q, kvp, chunks, allowed, self.attn.n_heads, Lq, Lk)
+            return att, allowed.any(-1).reshape(-1)
+
+        y, x_att, has = self._core(x.reshape(B * Lq, d), kv.reshape(B * Lk, d), attend, other=other.reshape(B * Lq, d))
+        y = y.view(B, Lq, d)
+        if not return_stats:
+            return y
+        with torch.no_grad():
+            qm = torch.ones(B, Lq, dtype=torch.bool, device=x.device) if query_mask is None else query_mask
+            if other_mask is None:
+                other_mask = key_mask if (key_mask is not None and Lq == Lk) else torch.ones_like(qm)
+            stats = {'ortho': masked_row_mean(abs_cosine(x, x_att.view(B, Lq, d)), qm & has.view(B, Lq)),
+                     'cross': masked_row_mean(abs_cosine(x, other), qm & other_mask)}
+        return y, stats
+
+    # ---------------------------------------------------------------- packed rows
+    def forward_packed(self, x, q_index, kv, k_index, n_seq, length, other=None, other_valid=None,
+                       other_index=None, return_stats=False):
+        """Step-aligned causal GCA on packed rows (no padding row is computed).
+
+        ``x [Rq, d]`` are the query rows at flat steps ``q_index`` (``b * length + t``) of
+        ``n_seq`` sequences; ``kv [Rk, d]`` the key rows at flat steps ``k_index``; the query at
+        step ``t`` attends to the key rows of its sequence at steps ``<= t``. The other input of
+        the ``concat_other`` gate (also used by the ``cross`` statistic) is either
+        ``other [Rq, d]`` (rows where ``other_valid`` is False must be 0), or, cheaper,
+        ``other_index [Rq]``: the key row holding it (-1: none, i.e. 0). Returns ``y [Rq, d]``
+        (and ``{'ortho': [n_seq], 'cross': [n_seq]}`` with ``return_stats``).
+
+        The attention runs on compact per-sequence grids: the query (key) rows of a sequence take
+        the slots 0, 1, ... in step order and the mask compares their steps, so a sequence costs
+        ``#queries x #keys``, not ``length x length``; the grids are small, so they are kept for
+        backward instead of being recomputed."""
+        if other is None and other_index is None and self.gate_input == 'concat_other':
+            raise ValueError('GCA.forward_packed: `other` or `other_index` is required with gate_input=concat_other')
+        sq, tq, rq, nq = sequence_ranks(q_index, length, n_seq)
+        sk, tk, rk, nk = sequence_ranks(k_index, length, n_seq)
+        Lq = max(1, int(nq.max())) if n_seq else 1
+        Lk = max(1, int(nk.max())) if n_seq else 1
+        step_q = torch.full((n_seq, Lq), -1, dtype=torch.long, device=x.device)     # padding: -1
+        step_q[sq, rq] = tq
+        step_k = torch.full((n_seq, Lk), length, dtype=torch.long, device=x.device)  # padding: never <= t
+        step_k[sk, rk] = tk
+        allowed = (step_k[:, None, :] <= step_q[:, :, None]).unsqueeze(1)           # [n_seq, 1, Lq, Lk]
+        qpos, kpos = sq * Lq + rq, sk * Lk + rk
+        has = allowed.reshape(n_seq * Lq, Lk).any(-1)[qpos]
+        chunks = attention_chunks(qpos, kpos, n_seq, Lq, Lk, row_bytes=4 * 3 * self.d_model)
+
+        def attend(q, kvp):
+            return packed_attention(q, kvp, chunks, allowed, self.attn.n_heads, zero_empty=False), has
+
+        y, x_att, has = self._core(x, kv, attend, other=other, other_index=other_index)
+        if not return_stats:
+            return y
+        with torch.no_grad():
+            if other_index is not None:
+                other_valid = other_index >= 0
+                other = kv[other_index.clamp_min(0)] * other_valid.unsqueeze(-1).to(kv.dtype) if kv.size(0) \
+                    else x.new_zeros(x.shape)
+            ov = torch.ones_like(has) if other_valid is None else other_valid
+            stats = {'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), has, sq, n_seq),
+                     'cross': rows_mean_per_sequence(abs_cosine(x, other), ov, sq, n_seq)
+                     if other is not None else None}
+        return y, stats
+
+
+def parse_positions(value):
+    """``gca_positions`` as a sorted list of distinct ints (accepts an int, a list, or a string
+    such as ``'[0, 2]'`` / ``'0,2'`` from the command line)."""
+    if isinstance(value, bool):
+        raise ConfigError(f'gca_positions: [{value}] must be an int or a list of ints')
+    if isinstance(value, int):
+        value = [value]
+    elif isinstance(value, str):
+        value = [v for v in value.replace('[', '').replace(']', '').split(',') if v.strip()]
+    try:
+        out = sorted({int(v) for v in value})
+    except (TypeError, ValueError):
+        raise ConfigError(f'gca_positions: [{value}] must be an int or a list of ints') from None
+    if not out:
+        raise ConfigError('gca_positions: empty; give at least one stage')
+    return out
+
+
+class GCAStages(nn.ModuleDict):
+    r"""GCA layers between the two domain threads of a model, at named stages, both directions.
+
+    At each stage ``p`` of ``gca_positions`` (0 = after the embeddings, ``i`` = after encoder
+    block ``i``) two :class:`GatedCrossAttention` layers update the A and B states from the
+    states before the update:
+
+    .. math::
+
+        X_A \leftarrow \mathrm{GCA}_A(X_A, X_B), \qquad X_B \leftarrow \mathrm{GCA}_B(X_B, X_A)
+
+    Settings (read with ``config[key]`` and validated here; an error names the key):
+    ``gca_positions`` (list of stages in ``[0, n_stages]``), ``gca_query_steps`` (one of the
+    model's ``query_steps``), ``gca_activation`` (sigmoid | tanh), ``gca_heads`` (divides the
+    hidden size), ``gca_layernorm`` (bool), ``gca_gate_input`` (concat_other | concat_attn),
+    ``gca_dropout`` (in ``[0, 1)``), ``gca_dedup_keys`` (bool). Defaults:
+    ``properties/component/gca.yaml`` (a model's own yaml may override them).
+
+    Where the queries and keys are (``gca_query_steps``), on a model's packed
+    :class:`~recbole_ortho.model.layout.DomainContext` (:meth:`apply_packed`):
+
+    * ``occurrence``: a domain has rows only at the steps where one of its items occurs. The A
+      state at an A occurrence ``t`` attends to the B rows at the B occurrences ``< t`` of the same
+      user (causal, each B item once, no padding); the ``concat_other`` gate reads the B state at
+      the latest B occurrence before ``t`` (0 before the user's first B item; then ``X'_A = 0``
+      too, hence ``GCA = LN(X_A)``). B likewise. Both directions run together
+      (:meth:`GatedCrossAttention.forward_packed_pair`). ``gca_dedup_keys`` has no effect.
+    * ``every``: the domain rows are at every step after their domain's first item (the model
+      builds its layout with ``filled_domain_states``). ``X_A[t]`` attends to the B rows at steps
+      ``<= t`` (with ``gca_dedup_keys`` only those at B occurrences, each distinct state once);
+      the gate reads the B state at the same step.
+
+    On padded step-aligned tensors (:meth:`apply_padded`) a query step attends to the other
+    thread's valid steps ``<= t``.
+
+    Statistics: while ``recorder.recording`` (an evaluation pass), each direction records per
+    user, averaged over its query steps, ``ortho_cos_a@gca{p}`` = :math:`|\cos(X_A, X'_A)|` (query
+    steps with at least one key) and ``cross_cos_a@gca{p}`` = :math:`|\cos(X_A, Z_B)|` (the gate's
+    other input; steps where it exists); ``_b`` for B attending to A
+    (:func:`~recbole_ortho.model.ortho.stat_name`).
+
+    Parameters: ``2 * len(gca_positions) * (7 d^2 + 6 d [+ 2 d with LayerNorm])``
+    (:meth:`num_parameters`).
+    """
+
+    def __init__(self, config, d_model, n_stages, query_steps=('occurrence',), layer_norm_eps=1e-5):
+        positions = parse_positions(config['gca_positions'])
+        bad = [p for p in positions if not 0 <= p <= n_stages]
+        if bad:
+            raise ConfigError(f'gca_positions: {bad} not in [0, {n_stages}] (0 = after the embeddings, '
+                              f'i = after block i of {n_stages})')
+        steps = str(config['gca_query_steps'])
+        if steps not in query_steps:
+            raise ConfigError(f'gca_query_steps: [{steps}] must be one of {list(query_steps)} for this model')
+        activation = str(config['gca_activation'])
+        if activation not in GatedCrossAttention.ACTIVATIONS:
+            raise ConfigError(f'gca_activation: [{activation}] must be one of {list(GatedCrossAttention.ACTIVATIONS)}')
+        heads = config['gca_heads']
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or d_model % heads:
+            raise ConfigError(f'gca_heads: [{heads}] must be a positive integer dividing the hidden size ({d_model})')
+        gate_input = str(config['gca_gate_input'])
+        if gate_input not in GatedCrossAttention.GATE_INPUTS:
+            raise ConfigError(f'gca_gate_input: [{gate_input}] must be one of {list(GatedCrossAttention.GATE_INPUTS)}')
+        dropout = config['gca_dropout']
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ConfigError(f'gca_dropout: [{dropout}] must be a number in [0, 1)')
+        flags = {}
+        for key in ('gca_layernorm', 'gca_dedup_keys'):
+            if not isinstance(config[key], bool):
+                raise ConfigError(f'{key}: [{config[key]}] must be True or False')
+            flags[key] = config[key]
+
+        def layer():
+            return GatedCrossAttention(d_model, n_heads=heads, activation=activation,
+                                       layer_norm=flags['gca_layernorm'], gate_input=gate_input,
+                                       dropout=float(dropout), layer_norm_eps=layer_norm_eps)
+
+        super().__init__({str(p): nn.ModuleDict({'a': layer(), 'b': layer()}) for p in positions})
+        self.positions, self.query_steps, self.activation, self.heads = positions, steps, activation, heads
+        self.layer_norm, self.gate_input, self.dropout_p = flags['gca_layernorm'], gate_input, float(dropout)
+        self.dedup_keys = flags['gca_dedup_keys']
+        self.d_model = d_model
+
+    @property
+    def stages(self):
+        """The stages that hold GCA layers (a frozenset, for a model's ``interaction_stages``)."""
+        return frozenset(self.positions)
+
+    def num_parameters(self):
+        """``2 * len(positions) * GatedCrossAttention.num_parameters(d, layer_norm)``."""
+        return 2 * len(self.positions) * GatedCrossAttention.num_parameters(self.d_model, self.layer_norm)
+
+    @staticmethod
+    def _record(recorder, stage, stats):
+        if recorder is None or not recorder.recording:
+            return
+        for direction, st in zip('ab', stats):
+            for kind in ('ortho', 'cross'):
+                if st.get(kind) is not None:
+                    recorder.record_stat(stat_name(kind, direction, stage), st[kind])
+
+    # ---------------------------------------------------------------- packed rows
+    def apply_packed(self, stage, h_a, h_b, ctx, recorder=None):
+        """Both directions at ``stage`` on the packed A/B rows of
+        :class:`~recbole_ortho.model.layout.DomainContext` ``ctx`` (``ctx.filled`` must match
+        ``gca_query_steps``: False for ``occurrence``, True for ``every``). Records the statistics
+        on ``recorder`` (the model) during evaluation. Returns the new ``(h_a, h_b)``."""
+        layers = self[str(stage)]
+        rec = recorder is not None and recorder.recording
+        if ctx.filled != (self.query_steps == 'every'):
+            raise ValueError(f'GCAStages: gca_query_steps={self.query_steps} needs a layout with '
+                             f'filled={self.query_steps == "every"}')
+        if not ctx.filled:          # occurrence: A and B rows are at disjoint steps -> both directions at once
+            res = GatedCrossAttention.forward_packed_pair(
+                layers['a'], layers['b'], h_a, ctx.rows[0], h_b, ctx.rows[1], ctx.B, ctx.L,
+                other_index_a=ctx.latest_row(1, ctx.rows[0]), other_index_b=ctx.latest_row(0, ctx.rows[1]),
+                return_stats=rec)
+            if not rec:
+                return res
+            self._record(recorder, stage, res[1])
+            return res[0]
+        states = (h_a, h_b)
+        out, stats = [], []
+        for d, name in ((0, 'a'), (1, 'b')):
+            o = 1 - d
+            q_index, kv, k_index = ctx.rows[d], states[o], ctx.rows[o]
+            at = ctx.latest_row(o, q_index)                # row of the other domain's latest state <= t
+            if self.dedup_keys:                            # keys: only the other domain's occurrences
+                valid = at >= 0                            # (the gate's input may be a non-key row)
+                other = kv[at.clamp_min(0)] * valid.unsqueeze(-1).to(kv.dtype) if kv.size(0) \
+                    else kv.new_zeros(q_index.numel(), kv.size(1))
+                sel = ctx.occ[o].reshape(-1)[k_index]
+                res = layers[name].forward_packed(states[d], q_index, kv[sel], k_index[sel], ctx.B, ctx.L,
+                                                  other=other, other_valid=valid, return_stats=rec)
+            else:                                          # the gate's input is the key row `at`
+                res = layers[name].forward_packed(states[d], q_index, kv, k_index, ctx.B, ctx.L,
+                                                  other_index=at, return_stats=rec)
+            if rec:
+                res, st = res
+                stats.append(st)
+            out.append(res)
+        if rec:
+            self._record(recorder, stage, stats)
+        return tuple(out)
+
+    # ---------------------------------------------------------------- padded tensors
+    def apply_padded(self, stage, x_a, x_b, valid_a, valid_b, recorder=None):
+        """Both directions at ``stage`` on step-aligned padded states ``x_a, x_b [B, L, d]``
+        (``valid_a``/``valid_b [B, L]``: where each thread has a state): the A query at step ``t``
+        attends to the valid B steps ``<= t`` and the gate reads ``x_b`` at ``t``; B likewise. A
+        query without any key gets ``X' = 0``, i.e. ``LN(X)``. Rows where a thread is not valid
+        are returned as computed (callers mask them). Returns ``(y_a, y_b)``."""
+        layers = self[str(stage)]
+        rec = recorder is not None and recorder.recording
+        ys, stats = [], []
+        for name, x, kv, vq, vk in (('a', x_a, x_b, valid_a, valid_b), ('b', x_b, x_a, valid_b, valid_a)):
+            res = layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk,
+                               return_stats=rec)
+            if rec:
+                res, st = res
+                stats.append(st)
+            ys.append(res)
+        if rec:
+            self._record(recorder, stage, stats)
+        return tuple(ys)
