@@ -14,6 +14,14 @@ peak RSS, parameters, and the fraction of the machine's fp32 matmul throughput a
 (model FLOPs of a step counted by torch's FlopCounterMode / step time, against a measured
 2-thread 4096^3 matmul). With ``--official_dir`` the official code is timed in the same run
 by ``benchmarks/official_abxi.py`` and the epoch-time ratio is printed.
+
+With ``--compare_dir OTHER`` (another checkout of this repository, e.g. a ``git worktree`` of an
+earlier commit) the training step of each model is timed in both trees, alternating the two
+processes ``--rounds`` times, and the median over rounds of the step-time ratio (this tree /
+OTHER) is printed: a refactoring's cost measured in one run::
+
+    git worktree add ../base <commit>
+    .venv/bin/python benchmarks/bench_abxi.py --compare_dir ../base --rounds 5 --batches 8 --threads 2
 """
 
 import argparse
@@ -41,7 +49,22 @@ def _matmul_gflops(threads, n=2048, reps=5):
     return 2 * n ** 3 / statistics.median(ts) / 1e9
 
 
+def _use_tree(tree):
+    """Import recbole_ortho from ``tree`` instead of this checkout: put it first on sys.path and
+    drop setuptools' editable-install finders (they would map recbole_ortho.properties back to
+    this checkout)."""
+    tree = os.path.abspath(tree)
+    sys.path.insert(0, tree)
+    sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '') +
+                        getattr(f, '__name__', '') + type(f).__name__]
+    import recbole_ortho
+    if not os.path.abspath(recbole_ortho.__file__).startswith(tree + os.sep):
+        sys.exit(f'recbole_ortho was imported from {recbole_ortho.__file__}, not from {tree}')
+    return recbole_ortho.__file__
+
+
 def worker(args):
+    imported_from = _use_tree(args.tree) if args.tree else None
     import torch
     sys.argv = [sys.argv[0]]
     from recbole.utils import init_seed
@@ -89,6 +112,14 @@ def worker(args):
     out = {'model': args.model, 'n_params': info['n_params'], 'threads': args.threads,
            'step_s_median': med, 'step_s_all': step_times, 'batches_per_epoch': len(train),
            'epoch_s_est': med * len(train), 'step_gflop': flops / 1e9 if flops else None}
+    if imported_from:
+        out['imported_from'] = imported_from
+        from recbole_ortho.utils import properties_dir
+        out['properties_dir'] = properties_dir()
+    if args.no_eval:
+        out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(out))
+        return
     if args.full_epoch:
         t = time.perf_counter()
         trainer._train_epoch(train, 0)
@@ -114,9 +145,15 @@ def main():
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--model', help=argparse.SUPPRESS)
     p.add_argument('--param_match', help=argparse.SUPPRESS)
+    p.add_argument('--tree', help=argparse.SUPPRESS)
+    p.add_argument('--no_eval', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--compare_dir', help='another checkout of this repository: time both trees side by side')
+    p.add_argument('--rounds', type=int, default=5, help='alternations of the two trees with --compare_dir')
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    if args.compare_dir:
+        return compare(args)
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     results = {'matmul_gflops_fp32': _matmul_gflops(args.threads), 'runs': []}
@@ -171,6 +208,45 @@ def main():
     for k in ('speedup_epoch_vs_official', 'speedup_eval_vs_official', 'gca_step_ratio'):
         if k in results:
             print(f'{k}: {results[k]:.2f}')
+    if args.json_out:
+        with open(args.json_out + '.tmp', 'w') as f:
+            json.dump(results, f, indent=2)
+        os.replace(args.json_out + '.tmp', args.json_out)
+
+
+def _run_worker(model, args, env, tree=None):
+    cmd = [sys.executable, __file__, '--worker', '--model', model, '--batches', str(args.batches),
+           '--threads', str(args.threads), '--no_eval'] + (['--tree', tree] if tree else [])
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f'{model} ({tree or REPO}) failed:\n{r.stderr[-3000:]}')
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def compare(args):
+    """Step times of this tree against ``--compare_dir``, alternating the two (see module docstring)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    other = os.path.abspath(args.compare_dir)
+    results = {'this': REPO, 'other': other, 'threads': args.threads, 'batches': args.batches,
+               'rounds': args.rounds, 'models': {}}
+    for model in args.models.split(','):
+        rows = []
+        for k in range(args.rounds):
+            order = [None, other] if k % 2 == 0 else [other, None]
+            res = {('other' if t else 'this'): _run_worker(model, args, env, t) for t in order}
+            ratio = res['this']['step_s_median'] / res['other']['step_s_median']
+            rows.append({'this_s': res['this']['step_s_median'], 'other_s': res['other']['step_s_median'],
+                         'ratio': ratio, 'other_imported_from': res['other'].get('imported_from'),
+                         'other_properties_dir': res['other'].get('properties_dir')})
+            print(f"{model} round {k}: this {rows[-1]['this_s']:.3f} s, other {rows[-1]['other_s']:.3f} s, "
+                  f"ratio {ratio:.3f}", file=sys.stderr)
+        results['models'][model] = {'rounds': rows, 'ratio_median': statistics.median(r['ratio'] for r in rows),
+                                    'this_s_median': statistics.median(r['this_s'] for r in rows),
+                                    'other_s_median': statistics.median(r['other_s'] for r in rows)}
+    print('| model | this tree: step (median) | other tree | ratio this / other (median of rounds) |')
+    print('|---|---:|---:|---:|')
+    for model, r in results['models'].items():
+        print(f"| {model} | {r['this_s_median']:.3f} s | {r['other_s_median']:.3f} s | {r['ratio_median']:.3f} |")
     if args.json_out:
         with open(args.json_out + '.tmp', 'w') as f:
             json.dump(results, f, indent=2)

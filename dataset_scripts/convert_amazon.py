@@ -1,6 +1,6 @@
 """Convert a pair of Amazon domains to RecBole-CDR atomic files (command-line wrapper).
 
-Thin wrapper around :func:`recbole_ortho.data.amazon.convert`; see ``dataset_scripts/README.md``.
+Thin wrapper around :func:`recbole_ortho.data.converters.amazon.convert`; see ``dataset_scripts/README.md``.
 
 Examples::
 
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 try:
-    from recbole_ortho.data import amazon
+    from recbole_ortho.data.converters import amazon
 except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from recbole_ortho.data import amazon
+    from recbole_ortho.data.converters import amazon
 
 #: recipe options settable from the command line, with their types
 _OPTIONS = {'item_min': int, 'max_len': int, 'user_min_per_domain': int, 'user_min': int,

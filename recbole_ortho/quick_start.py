@@ -7,13 +7,11 @@ valid/test metrics -> result JSON), as RecBole's ``run_recbole``.
 """
 
 import json
-import logging
 import math
 import os
 from logging import getLogger
 from time import perf_counter
 
-import torch
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_ortho.config import Config

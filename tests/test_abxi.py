@@ -14,7 +14,6 @@ from conftest_models import FakeDataset, eval_batch, make_config, random_sequenc
 
 from recbole_ortho.model.cross_domain_sequential import ABXI, ABXI_GCA  # noqa: E402
 from recbole_ortho.model.gca import GatedCrossAttention  # noqa: E402
-from recbole_ortho.model.kernels import gathered_logits  # noqa: E402
 from recbole_ortho.model.layout import aligned_domain_inputs, step_facts  # noqa: E402
 from recbole_ortho.utils.param_match import count_parameters, match_parameters  # noqa: E402
 
@@ -83,11 +82,18 @@ def test_official_layout_hand_written():
 
 
 # ------------------------------------------------------------------ naive reference
+# Plain autograd only: per user and step, padded torch ops (SDPA attention through
+# MultiHeadAttention.forward, SwiGLU and the GCA gate written out), none of the package's kernels.
+def _plain_swiglu(ffn, x):
+    up, gate = F.linear(x, ffn.fc_in.weight).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, ffn.fc_out.weight)
+
+
 def _naive_block(blk, h, s):
     n = h.size(1)
     a, _ = blk.attn(h, allowed=torch.ones(1, n, n, dtype=torch.bool).tril())
     h = blk.norm_attn(h + a)
-    return blk.norm_ffn[s](h + blk.ffn(h) + blk.dlora[s](h))
+    return blk.norm_ffn[s](h + _plain_swiglu(blk.ffn, h) + blk.dlora[s](h))
 
 
 def _naive_blocks(m, h, s):
@@ -97,19 +103,22 @@ def _naive_blocks(m, h, s):
 
 
 def _naive_gca(layer, xq, steps_q, xk, steps_k):
-    """ABXI_GCA's occurrence-mode GCA of one user with the padded layer API: the query at step t
-    attends to the other domain's occurrences at steps < t; the gate's other input is the
-    other domain's state at its latest occurrence before t (0 if none)."""
-    nq, d = xq.size(0), xq.size(1)
+    """ABXI_GCA's occurrence-mode GCA of one user, from the formula: the query at step t attends
+    to the other domain's occurrences at steps < t; the gate's other input is the other domain's
+    state at its latest occurrence before t (0 if none); LN(X + G * X')."""
+    d = xq.size(1)
     if xk.size(0) == 0:
         xk, steps_k = torch.zeros(1, d), torch.tensor([10 ** 6])      # one key no query may see
     allowed = steps_k[None, :] < steps_q[:, None]                        # [nq, nk]
     latest = (allowed.long().cumsum(1) == allowed.long().sum(1, keepdim=True)) & allowed
     other = (latest.to(xk.dtype) @ xk)                                   # 0 where no earlier key
-    return layer(xq[None], xk[None], allowed=allowed[None], other=other[None])[0]
+    x_att, _ = layer.attn(xq[None], xk[None], allowed[None])             # 0 without a key
+    x_att = x_att[0]
+    g = layer.gate(xq, x_att if layer.gate_input == 'concat_attn' else other)
+    return layer.norm(xq + g * x_att)
 
 
-def _naive_domains(m, comp, steps, d_own):
+def _naive_domains(m, comp, steps):
     """Encoder of the compacted domain sequences, with ABXI_GCA's stages when ``m`` has them."""
     stages = m.gca.positions if hasattr(m, 'gca') else []
     for i in range(m.n_layers + 1):
@@ -125,7 +134,8 @@ def _naive_domains(m, comp, steps, d_own):
 
 
 def _naive_head(m, x, hd, d):
-    return (m.norm_inv[d](x + m.proj_inv(x) + m.ilora[d](x)) + m.norm_dom[d](hd + m.proj_dom[d](hd)))
+    return (m.norm_inv[d](x + _plain_swiglu(m.proj_inv, x) + m.ilora[d](x))
+            + m.norm_dom[d](hd + _plain_swiglu(m.proj_dom[d], hd)))
 
 
 def naive_abxi(m, item_seq, item_len, tdom, steps):
@@ -146,7 +156,7 @@ def naive_abxi(m, item_seq, item_len, tdom, steps):
             occs[d] = occ
             if len(occ):
                 comp[d] = E(s[occ]) + P(pos)
-        comp = _naive_domains(m, comp, occs, None)
+        comp = _naive_domains(m, comp, occs)
         for t in (range(n) if steps == 'all' else [n - 1]):
             d = int(td[t])
             if d < 0:
@@ -157,21 +167,74 @@ def naive_abxi(m, item_seq, item_len, tdom, steps):
     return out
 
 
+def naive_info_nce(m, ref, item_seq, target, negs):
+    """ABXI's loss from the naive states: per target step the InfoNCE of the target against the
+    user's shared draws ``negs[b]`` (a draw that is one of the user's items or repeats an earlier
+    draw of its domain half is left out), averaged per user and domain, summed / batch size."""
+    B, K = item_seq.size(0), negs.size(1) // 2
+    E = m.item_embedding.weight
+    per = {0: {}, 1: {}}
+    for (b, t), h in ref.items():
+        own = set(item_seq[b].tolist()) | set(target[b].tolist())
+        keep = [j for j in range(2 * K) if int(negs[b, j]) not in own
+                and int(negs[b, j]) not in negs[b, (j // K) * K:j].tolist()]
+        logits = torch.cat([(h * E[target[b, t]]).sum()[None], E[negs[b, keep]] @ h]) / m.temperature
+        d = int(m.item_domain[target[b, t]])
+        per[d].setdefault(b, []).append(torch.logsumexp(logits, 0) - logits[0])
+    return [sum(torch.stack(v).mean() for v in per[d].values()) / B for d in (0, 1)]
+
+
+def _grads(m, loss):
+    m.zero_grad()
+    loss.backward()
+    return {k: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for k, p in m.named_parameters()}
+
+
+def assert_grads_close(g1, g2, atol=1e-5):
+    assert set(g1) == set(g2)
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], atol=atol, rtol=1e-4), k
+    assert any(g.abs().sum() > 0 for g in g1.values())
+
+
 def assert_matches_naive(m, seqs):
-    """The packed fast path of ``m`` equals :func:`naive_abxi` on every training row (all
-    positions) and on the evaluation state after the last history item."""
+    """The packed fast path of ``m`` (public seams: ``m(...)``, ``calculate_loss``,
+    ``final_representation``) equals :func:`naive_abxi` on every training row (all positions),
+    in value and in the gradients of every parameter, the training loss too (same negatives),
+    and on the evaluation state after the last history item."""
     b = train_batch(seqs, 10)
     item_seq, item_len, L = m.trim_batch(b)
-    tdom = m.item_domain[b['target_id_list'][:, :L]]
-    with torch.no_grad():
-        outs, plan = m(item_seq, item_len, tdom)
-        ref = naive_abxi(m, item_seq, item_len, tdom, 'all')
-    n = 0
-    for hd, o in zip(plan.head, outs):
-        for src, row in zip(hd.src.tolist(), o):
-            assert torch.allclose(row, ref[(src // L, src % L)], atol=1e-5)
-            n += 1
-    assert n == len(ref) == int(item_len.sum())
+    target = b['target_id_list'][:, :L]
+    tdom = m.item_domain[target]
+    outs, plan = m(item_seq, item_len, tdom)
+    ref = naive_abxi(m, item_seq, item_len, tdom, 'all')
+    w = torch.randn(len(ref), m.embedding_size, generator=torch.Generator().manual_seed(3))
+    keys = [(src // L, src % L) for hd in plan.head for src in hd.src.tolist()]
+    assert sorted(keys) == sorted(ref) and len(ref) == int(item_len.sum())
+    for (k, row) in zip(keys, torch.cat(outs)):
+        assert torch.allclose(row, ref[k], atol=1e-5)
+    g_packed = _grads(m, (torch.cat(outs) * w).sum())
+    g_naive = _grads(m, sum((ref[k] * w[i]).sum() for i, k in enumerate(keys)))
+    assert_grads_close(g_packed, g_naive)
+    # the training loss with fixed shared negatives (with repeats and own items among them)
+    gen = torch.Generator().manual_seed(11)
+    (lo_a, hi_a), (lo_b, hi_b) = m.domain_range[0], m.domain_range[1]
+    K = m.n_neg
+    negs = torch.cat([torch.randint(lo_a, hi_a, (len(seqs), K), generator=gen),
+                      torch.randint(lo_b, hi_b, (len(seqs), K), generator=gen)], dim=1)
+    negs[:, 1] = negs[:, 0]                                  # a repeated draw
+    for r in range(len(seqs)):                               # one of the user's own items
+        first = int(item_seq[r, 0])
+        negs[r, int(m.item_domain[first]) * K + 2] = first
+    sampler_sample = m.sampler.sample
+    m.sampler.sample = lambda n, dev: negs
+    try:
+        loss = m.calculate_loss(b)
+        la, lb = naive_info_nce(m, naive_abxi(m, item_seq, item_len, tdom, 'all'), item_seq, target, negs)
+        assert torch.allclose(loss, la + lb, atol=1e-5)
+        assert_grads_close(_grads(m, m.calculate_loss(b)), _grads(m, la + lb))
+    finally:
+        m.sampler.sample = sampler_sample
     # evaluation: state after the last history item, target domain from domain_id
     ev = eval_batch(seqs, 10, DS)
     with torch.no_grad():
@@ -419,20 +482,6 @@ def test_quirk_mode_changes_the_computation():
         torch.manual_seed(0)
         l2 = m2.calculate_loss(b)
     assert torch.isfinite(l1) and torch.isfinite(l2) and not torch.allclose(l1, l2)
-
-
-def test_gathered_logits_matches_dense():
-    g = torch.Generator().manual_seed(0)
-    h = torch.randn(5, 3, 8, generator=g, requires_grad=True)
-    table = torch.randn(20, 8, generator=g, requires_grad=True)
-    idx = torch.randint(0, 20, (5, 6), generator=g)
-    out = gathered_logits(h, table, idx, max_chunk_bytes=2 * 6 * 8 * 4)      # chunks of 2 rows
-    ref = torch.einsum('bld,bkd->blk', h, table[idx])
-    assert torch.allclose(out, ref, atol=1e-6)
-    w = torch.randn_like(out)
-    gh, gt = torch.autograd.grad((out * w).sum(), (h, table))
-    rh, rt = torch.autograd.grad((ref * w).sum(), (h, table))
-    assert torch.allclose(gh, rh, atol=1e-5) and torch.allclose(gt, rt, atol=1e-5)
 
 
 def test_negative_sampling_ranges_and_exclusion():

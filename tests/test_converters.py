@@ -1,4 +1,4 @@
-"""Tests of the Amazon -> RecBole-CDR atomic-file converters (``recbole_ortho.data.amazon``).
+"""Tests of the Amazon -> RecBole-CDR atomic-file converters (``recbole_ortho.data.converters``).
 
 All fixtures are tiny hand-written files created in ``tmp_path``; expected outputs are hand-checked.
 The real Food-Kitchen test runs only when the shared data folder is present.
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from recbole_ortho.data import amazon
+from recbole_ortho.data.converters import amazon
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = 'user_id:token\titem_id:token\ttimestamp:float\tseq_idx:float\n'
@@ -469,7 +469,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError('disk full')
 
-    monkeypatch.setattr(amazon, '_write_stats', boom)
+    monkeypatch.setattr(amazon, 'write_stats', boom)
     with pytest.raises(RuntimeError, match='disk full'):
         amazon.convert('amazon2014', {'A': a, 'B': b}, tmp_path / 'out', 'x', recipe='none')
     assert_clean(tmp_path / 'out', 'x')

@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from recbole_ortho.config import Config, ConfigError
 from recbole_ortho.data import EvalDataLoader, TrainDataLoader, create_dataset

@@ -7,13 +7,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest_models import FakeDataset, make_config, random_sequences, train_batch  # noqa: E402
 
 from recbole_ortho.model.gca import GatedCrossAttention  # noqa: E402
-from recbole_ortho.model.layers import Dropout, SwiGLU, causal_key_mask  # noqa: E402
+from recbole_ortho.model.layers import causal_key_mask  # noqa: E402
 from recbole_ortho.model.ortho import abs_cosine, masked_row_mean  # noqa: E402
 from recbole_ortho.utils.param_match import count_parameters  # noqa: E402
 
@@ -191,83 +190,7 @@ def test_pair_input_checks():
         GatedCrossAttention.forward_packed_pair(la, lb, x, idx, x, idx + 2, 1, 4)
 
 
-@pytest.mark.parametrize('self_attn', [True, False])
-@pytest.mark.parametrize('zero_empty,keep_grids', [(True, False), (False, False), (False, True), (True, True)])
-def test_packed_attention_matches_dense_and_gradcheck(self_attn, zero_empty, keep_grids):
-    """packed_attention (length-sorted chunks, explicit softmax, hand-written backward) = dense
-    masked SDPA on [n, H, L, dh] grids; gradients checked numerically (float64)."""
-    from recbole_ortho.model.kernels import attention_chunks, packed_attention
-    from recbole_ortho.model.layers import masked_attention
-    torch.manual_seed(0)
-    n_seq, L, H, dh = 5, 7, 2, 4
-    d = H * dh
-    qm, km = torch.rand(n_seq, L) > 0.3, torch.rand(n_seq, L) > 0.4
-    km[2] = False
-    if self_attn:
-        km = qm
-    allowed = km[:, None, :] & torch.ones(L, L, dtype=torch.bool).tril()[None]
-    qi, ki = torch.nonzero(qm.reshape(-1)).squeeze(1), torch.nonzero(km.reshape(-1)).squeeze(1)
-    q = torch.randn(qi.numel(), 3 * d if self_attn else d, dtype=torch.double, requires_grad=True)
-    kv = None if self_attn else torch.randn(ki.numel(), 2 * d, dtype=torch.double, requires_grad=True)
-    chunks = attention_chunks(qi, ki, n_seq, L, L, max_chunk_bytes=200, row_bytes=8)    # several chunks
-    assert len(chunks) > 1
-
-    def f(*t):
-        return packed_attention(t[0], None if self_attn else t[1], chunks, allowed, H, zero_empty=zero_empty,
-                                keep_grids=keep_grids)
-
-    inputs = (q,) if self_attn else (q, kv)
-    torch.autograd.gradcheck(f, inputs)
-    qq, kk, vv = (q[:, :d], q[:, d:2 * d], q[:, 2 * d:]) if self_attn else (q, kv[:, :d], kv[:, d:])
-    ki_ = qi if self_attn else ki
-
-    def grid(x, idx):
-        g = x.new_zeros(n_seq * L, d)
-        g[idx] = x
-        return g.view(n_seq, L, H, dh).transpose(1, 2)
-
-    ref, has = masked_attention(grid(qq, qi), grid(kk, ki_), grid(vv, ki_), allowed)
-    ref = ref.transpose(1, 2).reshape(n_seq * L, d)[qi]
-    out = f(*inputs)
-    hq = has.reshape(-1)[qi]
-    assert torch.allclose(out[hq], ref[hq], atol=1e-12)
-    if zero_empty:
-        assert torch.equal(out[~hq], torch.zeros_like(out[~hq]))
-    else:
-        assert torch.isfinite(out).all()
-
-
 # ------------------------------------------------------------------ shared building blocks
-def test_swiglu_fused_backward_matches_autograd():
-    torch.manual_seed(0)
-    m = SwiGLU(D, 24)
-    x = torch.randn(5, 7, D, requires_grad=True)
-    y = m(x)
-    w = torch.randn_like(y)
-    grads = torch.autograd.grad((y * w).sum(), [x, m.fc_in.weight, m.fc_out.weight])
-    u, gt = F.linear(x, m.fc_in.weight).chunk(2, dim=-1)
-    ref = F.linear(F.silu(gt) * u, m.fc_out.weight)
-    assert torch.allclose(y, ref, atol=1e-6)
-    refs = torch.autograd.grad((ref * w).sum(), [x, m.fc_in.weight, m.fc_out.weight])
-    for a, b in zip(grads, refs):
-        assert torch.allclose(a, b, atol=1e-5)
-
-
-def test_dropout_distribution_and_gradient():
-    torch.manual_seed(0)
-    x = torch.ones(400, 500, requires_grad=True)
-    for p in (0.1, 0.5):
-        d = Dropout(p)
-        y = d(x)
-        kept = y != 0
-        assert abs(1 - kept.float().mean().item() - p) < 0.01
-        assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
-        g, = torch.autograd.grad(y.sum(), x)
-        assert torch.equal(g, y.detach())
-        d.eval()
-        assert d(x) is x
-
-
 # ------------------------------------------------------------------ statistics
 def test_abs_cosine_known_angles():
     e1 = torch.tensor([1.0, 0.0, 0.0])

@@ -39,3 +39,45 @@ def test_time_budget_stops_after_the_epoch_that_exceeds_it(tiny):
                                                                               save_model=False))
     assert res['epochs_run'] == 1 and res['stopped_by_time_budget']
     assert 'valid' in res['trace'][0]
+
+
+@pytest.mark.parametrize('save_model', [True, False])
+def test_reported_model_is_the_best_epoch_not_the_last(tiny, monkeypatch, save_model):
+    """The validation scores are forced to peak at epoch 1 of 4 (the metrics themselves are the
+    real ones of each epoch): the reported validation result equals the trace at best_epoch,
+    and the test result is that of the epoch-1 weights, with and without a checkpoint."""
+    import copy
+
+    from recbole_ortho.evaluator import CDSREvaluator
+    from recbole_ortho.trainer import CDSRTrainer
+
+    _, cfg = tiny
+    forced = iter([0.1, 0.9, 0.2, 0.3])
+    monkeypatch.setattr(CDSREvaluator, 'valid_score', lambda self, result: next(forced))
+    weights = {}
+    fit = CDSRTrainer._run_epoch
+
+    def run_epoch(self, train_data, epoch):            # remember each epoch's trained weights
+        loss = fit(self, train_data, epoch)
+        weights[epoch] = copy.deepcopy(self.model.state_dict())
+        return loss
+
+    monkeypatch.setattr(CDSRTrainer, '_run_epoch', run_epoch)
+    res = run_recbole_ortho(model='GRU4Rec', dataset='tiny', config_dict=dict(
+        cfg, epochs=4, learning_rate=0.05, save_model=save_model, stopping_step=10))
+    assert res['best_epoch'] == 1 and res['epochs_run'] == 4
+    assert res['valid'] == res['trace'][1]['valid'] != res['trace'][3]['valid']
+    assert (res['checkpoint'] is not None) == save_model
+    # the test metrics come from the epoch-1 weights
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset, data_preparation
+    from recbole_ortho.quick_start import build_model
+    config = Config(model='GRU4Rec', dataset='tiny', config_dict=dict(cfg, epochs=4))
+    data = create_dataset(config)
+    _, _, test = data_preparation(config, data, train_format='prefix')
+    model, _ = build_model(config, data)
+    trainer = CDSRTrainer(config, model, data)
+    for epoch, expect_equal in ((1, True), (3, False)):
+        model.load_state_dict(weights[epoch])
+        got = trainer.evaluate(test, load_best_model=False)
+        assert (got == res['test']) == expect_equal, epoch

@@ -390,7 +390,7 @@ def ensure_prepared(config):
             f"dataset [{name}]: atomic files not found ({', '.join(missing)}) and no raw_source is configured. "
             f"Prepare it with `python dataset_scripts/convert_amazon.py ... --out {config['data_path']} --name {name}` "
             f"or set data_path. Datasets with a property file: {', '.join(known_datasets())}")
-    from recbole_ortho.data import amazon
+    from recbole_ortho.data.converters import amazon
     raw = dict(raw)
     if raw.get('path'):
         raw['path'] = os.path.expandvars(str(raw['path']).replace('${RECBOLE_ORTHO_DATA}', amazon.default_raw_root()))

