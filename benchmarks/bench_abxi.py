@@ -17,11 +17,17 @@ by ``benchmarks/official_abxi.py`` and the epoch-time ratio is printed.
 
 With ``--compare_dir OTHER`` (another checkout of this repository, e.g. a ``git worktree`` of an
 earlier commit) the training step of each model is timed in both trees, alternating the two
-processes ``--rounds`` times, and the median over rounds of the step-time ratio (this tree /
-OTHER) is printed: a refactoring's cost measured in one run::
+processes ``--rounds`` times, and the medians over rounds of the step-time ratios (this tree /
+OTHER; wall clock and process CPU time, the latter less sensitive to a shared machine) are
+printed: a refactoring's cost measured in one run::
 
     git worktree add ../base <commit>
     .venv/bin/python benchmarks/bench_abxi.py --compare_dir ../base --rounds 5 --batches 8 --threads 2
+
+With ``--interleave`` as well, both trees run in *one* process: OTHER's package is copied to a
+temporary folder under another name (``recbole_ortho_other``), both models are built with the
+same weights on the same batches, and their training steps alternate (A B, B A, ...), so the
+machine's drift hits both equally; the median of the per-pair ratios is printed.
 """
 
 import argparse
@@ -84,7 +90,7 @@ def worker(args):
     model, info = build_model(config, data)
     trainer = CDSRTrainer(config, model, data)
     it = iter(train)
-    step_times = []
+    step_times, cpu_times = [], []
     model.train()
     from torch.utils.flop_counter import FlopCounterMode
     flops = None
@@ -94,7 +100,7 @@ def worker(args):
         except StopIteration:
             it = iter(train)
             batch = next(it)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         trainer.optimizer.zero_grad(set_to_none=True)
         if k == 1:
             with FlopCounterMode(display=False) as fc:
@@ -106,11 +112,13 @@ def worker(args):
             loss.backward()
         trainer.optimizer.step()
         step_times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
     steps = step_times[1:] if len(step_times) > 2 else step_times
     steps_no_fc = [s for i, s in enumerate(step_times) if i not in (0, 1)] or steps
     med = statistics.median(steps_no_fc)
+    cpu_no_fc = [s for i, s in enumerate(cpu_times) if i not in (0, 1)] or cpu_times
     out = {'model': args.model, 'n_params': info['n_params'], 'threads': args.threads,
-           'step_s_median': med, 'step_s_all': step_times, 'batches_per_epoch': len(train),
+           'step_s_median': med, 'step_cpu_s_median': statistics.median(cpu_no_fc), 'step_s_all': step_times, 'batches_per_epoch': len(train),
            'epoch_s_est': med * len(train), 'step_gflop': flops / 1e9 if flops else None}
     if imported_from:
         out['imported_from'] = imported_from
@@ -149,9 +157,12 @@ def main():
     p.add_argument('--no_eval', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--compare_dir', help='another checkout of this repository: time both trees side by side')
     p.add_argument('--rounds', type=int, default=5, help='alternations of the two trees with --compare_dir')
+    p.add_argument('--interleave', action='store_true', help='with --compare_dir: both trees in one process')
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    if args.compare_dir and args.interleave:
+        return interleave(args)
     if args.compare_dir:
         return compare(args)
 
@@ -214,6 +225,87 @@ def main():
         os.replace(args.json_out + '.tmp', args.json_out)
 
 
+def _import_other(tree, tmp):
+    """Copy ``tree``'s package as ``recbole_ortho_other`` (imports renamed) into ``tmp`` and import it."""
+    import re
+    import shutil
+    dst = os.path.join(tmp, 'recbole_ortho_other')
+    shutil.copytree(os.path.join(tree, 'recbole_ortho'), dst, ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copytree(os.path.join(tree, 'properties'), os.path.join(tmp, 'properties'))
+    for root, _, files in os.walk(dst):
+        for f in files:
+            if f.endswith('.py'):
+                path = os.path.join(root, f)
+                text = open(path).read()
+                open(path, 'w').write(re.sub(r'\brecbole_ortho\b', 'recbole_ortho_other', text))
+    sys.path.insert(0, tmp)
+    import importlib
+    return importlib.import_module('recbole_ortho_other')
+
+
+def interleave(args):
+    """Training steps of this tree and ``--compare_dir`` alternating in one process (see module docstring)."""
+    import copy
+    import tempfile
+    import torch
+    sys.argv = [sys.argv[0]]
+    torch.set_num_threads(args.threads)
+    from recbole.utils import init_seed
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset, data_preparation
+    from recbole_ortho.utils import get_model
+    tmp = tempfile.mkdtemp(prefix='bench_other_')
+    other_pkg = _import_other(os.path.abspath(args.compare_dir), tmp)
+    import importlib
+    results = {'this': REPO, 'other': os.path.abspath(args.compare_dir), 'threads': args.threads, 'models': {}}
+    for model in args.models.split(','):
+        config = Config(model=model, dataset='food_kitchen', config_dict={
+            'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads})
+        init_seed(config['seed'], config['reproducibility'])
+        data = create_dataset(config)
+        train, _, _ = data_preparation(config, data, 'per_user')
+        other_cls = getattr(importlib.import_module(
+            f'recbole_ortho_other.model.cross_domain_sequential.{model.lower()}'), model)
+        init_seed(config['seed'], config['reproducibility'])
+        mine = get_model(model)(config, data)
+        init_seed(config['seed'], config['reproducibility'])
+        theirs = other_cls(config, data)
+        theirs.load_state_dict(copy.deepcopy(mine.state_dict()))
+        models = {'this': mine, 'other': theirs}
+        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=3.0) for k, m in models.items()}
+        times = {'this': [], 'other': []}
+        batches = list(train)
+        for k in range(args.batches * args.rounds + 2):
+            batch = batches[k % len(batches)]
+            order = ('this', 'other') if k % 2 == 0 else ('other', 'this')
+            for name in order:
+                m, opt = models[name], opts[name]
+                m.train()
+                t = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                m.calculate_loss(batch).backward()
+                opt.step()
+                if k >= 2:                                 # two warm-up steps each
+                    times[name].append(time.perf_counter() - t)
+        ratios = [a / b for a, b in zip(times['this'], times['other'])]
+        r = {'steps': len(ratios), 'this_s_median': statistics.median(times['this']),
+             'other_s_median': statistics.median(times['other']), 'pair_ratio_median': statistics.median(ratios),
+             'ratio_of_medians': statistics.median(times['this']) / statistics.median(times['other'])}
+        results['models'][model] = r
+        print(f"{model}: {r['steps']} steps each, this {r['this_s_median']:.3f} s, other {r['other_s_median']:.3f} s, "
+              f"pair ratio median {r['pair_ratio_median']:.3f}", file=sys.stderr)
+    print('| model | steps | this tree: step (median) | other tree | ratio this / other (median of pairs) |')
+    print('|---|---:|---:|---:|---:|')
+    for model, r in results['models'].items():
+        print(f"| {model} | {r['steps']} | {r['this_s_median']:.3f} s | {r['other_s_median']:.3f} s | "
+              f"{r['pair_ratio_median']:.3f} |")
+    print(f'other package imported from {other_pkg.__file__}')
+    if args.json_out:
+        with open(args.json_out + '.tmp', 'w') as f:
+            json.dump(results, f, indent=2)
+        os.replace(args.json_out + '.tmp', args.json_out)
+
+
 def _run_worker(model, args, env, tree=None):
     cmd = [sys.executable, __file__, '--worker', '--model', model, '--batches', str(args.batches),
            '--threads', str(args.threads), '--no_eval'] + (['--tree', tree] if tree else [])
@@ -235,18 +327,23 @@ def compare(args):
             order = [None, other] if k % 2 == 0 else [other, None]
             res = {('other' if t else 'this'): _run_worker(model, args, env, t) for t in order}
             ratio = res['this']['step_s_median'] / res['other']['step_s_median']
+            cpu_ratio = res['this']['step_cpu_s_median'] / res['other']['step_cpu_s_median']
             rows.append({'this_s': res['this']['step_s_median'], 'other_s': res['other']['step_s_median'],
-                         'ratio': ratio, 'other_imported_from': res['other'].get('imported_from'),
+                         'ratio': ratio, 'this_cpu_s': res['this']['step_cpu_s_median'],
+                         'other_cpu_s': res['other']['step_cpu_s_median'], 'cpu_ratio': cpu_ratio,
+                         'other_imported_from': res['other'].get('imported_from'),
                          'other_properties_dir': res['other'].get('properties_dir')})
-            print(f"{model} round {k}: this {rows[-1]['this_s']:.3f} s, other {rows[-1]['other_s']:.3f} s, "
-                  f"ratio {ratio:.3f}", file=sys.stderr)
+            print(f"{model} round {k}: wall this {rows[-1]['this_s']:.3f} s, other {rows[-1]['other_s']:.3f} s, "
+                  f"ratio {ratio:.3f}; cpu ratio {cpu_ratio:.3f}", file=sys.stderr)
         results['models'][model] = {'rounds': rows, 'ratio_median': statistics.median(r['ratio'] for r in rows),
+                                    'cpu_ratio_median': statistics.median(r['cpu_ratio'] for r in rows),
                                     'this_s_median': statistics.median(r['this_s'] for r in rows),
                                     'other_s_median': statistics.median(r['other_s'] for r in rows)}
-    print('| model | this tree: step (median) | other tree | ratio this / other (median of rounds) |')
-    print('|---|---:|---:|---:|')
+    print('| model | this tree: step (median) | other tree | wall ratio this / other | CPU-time ratio |')
+    print('|---|---:|---:|---:|---:|')
     for model, r in results['models'].items():
-        print(f"| {model} | {r['this_s_median']:.3f} s | {r['other_s_median']:.3f} s | {r['ratio_median']:.3f} |")
+        print(f"| {model} | {r['this_s_median']:.3f} s | {r['other_s_median']:.3f} s | {r['ratio_median']:.3f} | "
+              f"{r['cpu_ratio_median']:.3f} |")
     if args.json_out:
         with open(args.json_out + '.tmp', 'w') as f:
             json.dump(results, f, indent=2)

@@ -26,12 +26,12 @@ import torch
 from recbole.utils import InputType
 from recbole_cdr.model.crossdomain_recommender import CrossDomainRecommender
 
-from recbole_ortho.config.model_config import ModelConfig
+from recbole_ortho.utils.model_config import ModelConfig
 
 
 class _StrictConfig(type):
     """Metaclass of the family: the model's constructor always receives its config as a
-    :class:`~recbole_ortho.config.model_config.ModelConfig` (a missing key raises a
+    :class:`~recbole_ortho.utils.model_config.ModelConfig` (a missing key raises a
     ``ConfigError`` naming it), however the model is built."""
 
     def __call__(cls, config, dataset, *args, **kwargs):

@@ -441,6 +441,15 @@ class GCAStages(nn.ModuleDict):
                 if st.get(kind) is not None:
                     recorder.record_stat(stat_name(kind, direction, stage), st[kind])
 
+    def _outputs(self, recorder, stage, results, rec):
+        """``(y_a, y_b)`` from the two directions' results (``(y, stats)`` pairs when ``rec``),
+        recording the statistics."""
+        if not rec:
+            return tuple(results)
+        ys, stats = zip(*results)
+        self._record(recorder, stage, stats)
+        return tuple(ys)
+
     # ---------------------------------------------------------------- packed rows
     def apply_packed(self, stage, h_a, h_b, ctx, recorder=None):
         """Both directions at ``stage`` on the packed A/B rows of
@@ -462,7 +471,7 @@ class GCAStages(nn.ModuleDict):
             self._record(recorder, stage, res[1])
             return res[0]
         states = (h_a, h_b)
-        out, stats = [], []
+        out = []
         for d, name in ((0, 'a'), (1, 'b')):
             o = 1 - d
             q_index, kv, k_index = ctx.rows[d], states[o], ctx.rows[o]
@@ -477,13 +486,8 @@ class GCAStages(nn.ModuleDict):
             else:                                          # the gate's input is the key row `at`
                 res = layers[name].forward_packed(states[d], q_index, kv, k_index, ctx.B, ctx.L,
                                                   other_index=at, return_stats=rec)
-            if rec:
-                res, st = res
-                stats.append(st)
             out.append(res)
-        if rec:
-            self._record(recorder, stage, stats)
-        return tuple(out)
+        return self._outputs(recorder, stage, out, rec)
 
     # ---------------------------------------------------------------- padded tensors
     def apply_padded(self, stage, x_a, x_b, valid_a, valid_b, recorder=None):
@@ -494,14 +498,6 @@ class GCAStages(nn.ModuleDict):
         are returned as computed (callers mask them). Returns ``(y_a, y_b)``."""
         layers = self[str(stage)]
         rec = recorder is not None and recorder.recording
-        ys, stats = [], []
-        for name, x, kv, vq, vk in (('a', x_a, x_b, valid_a, valid_b), ('b', x_b, x_a, valid_b, valid_a)):
-            res = layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk,
-                               return_stats=rec)
-            if rec:
-                res, st = res
-                stats.append(st)
-            ys.append(res)
-        if rec:
-            self._record(recorder, stage, stats)
-        return tuple(ys)
+        out = [layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk, return_stats=rec)
+               for name, x, kv, vq, vk in (('a', x_a, x_b, valid_a, valid_b), ('b', x_b, x_a, valid_b, valid_a))]
+        return self._outputs(recorder, stage, out, rec)

@@ -11,7 +11,7 @@ its SwiGLU networks); :func:`match_parameters` searches its value.
 
 import torch
 
-from recbole_ortho.config.model_config import ModelConfig
+from recbole_ortho.utils.model_config import ModelConfig
 from recbole_ortho.utils.errors import ConfigError
 
 

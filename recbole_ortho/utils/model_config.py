@@ -1,6 +1,6 @@
 """
-recbole_ortho.config.model_config
-#################################
+recbole_ortho.utils.model_config
+################################
 
 :class:`ModelConfig`: the read-only view of a run's configuration that every model of the
 family receives. ``config[key]`` returns the value set by a property file, a config file, a
