@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from recbole_ortho.quick_start import run_recbole_ortho
+from recbole_ortho.trainer import NonFiniteLossError
 
 
 def main(argv=None):
@@ -18,8 +19,8 @@ def main(argv=None):
     files = args.config_files.strip().split(' ') if args.config_files else None
     try:
         run_recbole_ortho(model=args.model, dataset=args.dataset, config_file_list=files)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # configuration and data errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError, KeyError, NonFiniteLossError) as e:
+        # configuration and data errors, a diverged training: one clear line, no traceback
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

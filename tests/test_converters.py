@@ -640,3 +640,38 @@ def test_real_food_kitchen(tmp_path):
         expected = [(asin[int(i)], t) for i, t in (p.split('|') for p in pairs)]
         assert [(item, ts) for _, item, ts in rebuilt[rid[int(uid)]]] == expected
     print(f'real Food-Kitchen conversion: {elapsed:.2f} s')
+
+
+@pytest.mark.parametrize('name,prefix,overrides', [
+    ('beauty_electronics', 'abe', {'weight_decay': 2.0, 'rd': 64, 'ri': 64}),
+    ('movie_book', 'amb', {'weight_decay': 3.0, 'rd': 4, 'ri': 4}),
+])
+def test_abxi_datasets_prepare_from_their_download_location(tmp_path, http_dir, monkeypatch, name, prefix, overrides):
+    """The shipped dataset yamls of the ABXI pairs: a run with their raw_source (the url replaced
+    by a loopback server holding fixture files named as in the ABXI repository) prepares the
+    dataset, and the official per-dataset settings reach the model's config."""
+    import sys
+    import yaml
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset
+    from recbole_ortho.utils import properties_dir
+    monkeypatch.setattr(sys, 'argv', ['pytest'])
+    monkeypatch.chdir(tmp_path)
+    shipped = yaml.safe_load(open(Path(properties_dir()) / 'dataset' / f'{name}.yaml'))
+    source = shipped['raw_source']
+    assert source['url'] == f'https://raw.githubusercontent.com/DiMarzioBian/ABXI/main/data/{prefix}/'
+    assert source['files'] == [f'{prefix}_50_preprocessed.txt', 'map_item_50.txt', 'map_user_50.txt']
+    www, url = http_dir
+    fixture = big_abxi(www / 'data', n_users=4)
+    (fixture / 'toy_50_preprocessed.txt').rename(fixture / f'{prefix}_50_preprocessed.txt')
+    monkeypatch.setenv('RECBOLE_ORTHO_DATA', str(tmp_path / 'nowhere'))
+    config = Config(model='ABXI', dataset=name, config_dict={
+        'raw_source': dict(source, url=url), 'data_path': str(tmp_path / 'dataset'), 'cache_dir': str(tmp_path / 'c'),
+        'eval_protocol': 'full', 'state': 'WARNING'})
+    for k, v in overrides.items():
+        assert config[k] == v, k
+    data = create_dataset(config)
+    assert data.n_users == 5 and len(data.eval_users) == 4                  # with the padding id
+    assert sorted(p.name for p in (tmp_path / 'dataset' / '.raw' / name).iterdir()) == sorted(source['files'])
+    stats = json.loads(read(tmp_path / 'dataset' / name / 'stats.json'))
+    assert stats['interactions'] == 44

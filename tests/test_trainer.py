@@ -1,5 +1,6 @@
 """Trainer: warm-up schedule, validation schedule, per-epoch trace."""
 
+import re
 import sys
 
 import pytest
@@ -81,3 +82,40 @@ def test_reported_model_is_the_best_epoch_not_the_last(tiny, monkeypatch, save_m
         model.load_state_dict(weights[epoch])
         got = trainer.evaluate(test, load_best_model=False)
         assert (got == res['test']) == expect_equal, epoch
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_non_finite_loss_stops_at_once_naming_epoch_and_batch(tiny, monkeypatch, bad):
+    from recbole.model.sequential_recommender.gru4rec import GRU4Rec
+    from recbole_ortho.trainer import NonFiniteLossError
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset, data_preparation
+    _, cfg = tiny
+    cfg = dict(cfg, epochs=3, train_batch_size=64)
+    config = Config(model='GRU4Rec', dataset='tiny', config_dict=cfg)
+    n_batches = len(data_preparation(config, create_dataset(config), train_format='prefix')[0])
+    assert n_batches >= 2
+    calls = {'n': 0}
+    orig = GRU4Rec.calculate_loss
+
+    def loss(self, interaction):
+        calls['n'] += 1
+        out = orig(self, interaction)
+        return out * bad if calls['n'] == n_batches + 2 else out       # epoch 1, batch 1
+    monkeypatch.setattr(GRU4Rec, 'calculate_loss', loss)
+    with pytest.raises(NonFiniteLossError, match=r'training loss is (nan|inf) at epoch 1, batch 1 '):
+        run_recbole_ortho(model='GRU4Rec', dataset='tiny', config_dict=cfg)
+    assert calls['n'] == n_batches + 2                                  # stopped at once
+
+
+def test_absurd_learning_rate_fails_clearly(tiny, tmp_path):
+    import subprocess
+    from tests.conftest import REPO
+    _, cfg = tiny
+    args = [f'--{k}={v}' for k, v in cfg.items() if k in ('data_path', 'cache_dir', 'checkpoint_dir', 'tensorboard_dir',
+                                                            'eval_neg_num', 'MAX_ITEM_LIST_LENGTH', 'show_progress')]
+    p = subprocess.run([sys.executable, str(REPO / 'run_recbole_ortho.py'), '--model=SASRec', '--dataset=tiny',
+                        '--epochs=20', '--learner=sgd', '--learning_rate=1e30', *args],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert re.search(r'error: training loss is (nan|inf) at epoch \d+, batch \d+', p.stderr), p.stderr[-2000:]

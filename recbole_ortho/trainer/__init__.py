@@ -1,3 +1,3 @@
-from recbole_ortho.trainer.trainer import CDSRTrainer, results_table
+from recbole_ortho.trainer.trainer import CDSRTrainer, NonFiniteLossError, results_table
 
-__all__ = ['CDSRTrainer', 'results_table']
+__all__ = ['CDSRTrainer', 'NonFiniteLossError', 'results_table']

@@ -30,6 +30,10 @@ from recbole_ortho.evaluator import CDSREvaluator
 from recbole_ortho.utils.utils import load_checkpoint
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and the batch."""
+
+
 def results_table(result, metrics, digits=4, title=None):
     """Markdown table: one row per domain (A, B, all), one column per metric/statistic."""
     cols = [m for m in metrics] + sorted(k for k in result['all'] if k not in metrics and k != 'n_users')
@@ -111,14 +115,15 @@ class CDSRTrainer:
         total, n = 0.0, 0
         it = tqdm(train_data, total=len(train_data), ncols=100, leave=False,
                   desc=set_color(f'Train {epoch:>4}', 'pink')) if self.show_progress else train_data
-        for batch in it:
+        for i, batch in enumerate(it):
             batch = batch.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.model.calculate_loss(batch)
             if isinstance(loss, tuple):
                 loss = sum(loss)
-            if torch.isnan(loss):
-                raise ValueError(f'Training loss is nan at epoch {epoch}')
+            if not torch.isfinite(loss):      # before backward: the weights (and any checkpoint) stay finite
+                raise NonFiniteLossError(f'training loss is {loss.item()} at epoch {epoch}, batch {i} '
+                                         f'(learning_rate={self.config["learning_rate"]}); training stopped')
             loss.backward()
             if self.clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
