@@ -660,13 +660,21 @@ def test_chunked_evaluation_equals_one_pass(mode):
         g.start_recording()
         full = g.full_sort_predict(ev)
         st_full = g.pop_stats()
+        steps_full = g.pop_steps()
         g.eval_chunk_size = 3
         chunked = g.full_sort_predict(ev)
         st_chunk = g.pop_stats()
+        steps_chunk = g.pop_steps()
     assert torch.allclose(full, chunked, atol=1e-5)
     assert set(st_full) == set(st_chunk)
     for k in st_full:
         assert torch.allclose(st_full[k], st_chunk[k], atol=1e-6, equal_nan=True)
+    assert set(steps_full) == set(steps_chunk) == {f'ortho_cos_{d}@gca0' for d in 'ab'}
+    for k, (v, u) in steps_full.items():            # the same steps, with users as batch rows
+        vc, uc = steps_chunk[k]
+        assert torch.equal(torch.sort(u).values, torch.sort(uc).values)
+        for user in u.unique():
+            assert torch.allclose(torch.sort(v[u == user]).values, torch.sort(vc[uc == user]).values, atol=1e-6)
 
 
 def test_batch_with_a_single_domain():

@@ -85,3 +85,53 @@ def test_evaluation_pass_is_vectorised_and_fast():
     rank, n = sampled_rank(scores)
     compute_metrics(METRICS, rank, n)
     assert time.perf_counter() - t < 2.0
+
+
+def test_step_summaries_hand_computed():
+    from recbole_ortho.evaluator.evaluator import step_summaries
+    s = step_summaries(np.array([0.5, -0.3, 0.1, -0.1]))
+    assert s['pooled_signed'] == pytest.approx(0.05) and s['paper'] == pytest.approx(0.05)
+    assert s['pooled_abs'] == pytest.approx(0.25) and s['median_abs'] == pytest.approx(0.2)
+    neg = step_summaries(np.array([-0.4, -0.2]))
+    assert neg['pooled_signed'] == pytest.approx(-0.3) and neg['paper'] == pytest.approx(0.3)
+    assert all(math.isnan(v) for v in step_summaries(np.array([])).values())
+
+
+def test_evaluator_pools_step_values_per_target_domain():
+    """A model that records per-step values: they are pooled over all steps of the users whose
+    target is in A (resp. B, all), not averaged per user."""
+    from recbole.data.interaction import Interaction
+    from recbole_ortho.evaluator import CDSREvaluator
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def start_recording(self):
+            self.rec = True
+
+        def stop_recording(self):
+            self.rec = False
+
+        def pop_stats(self):
+            return {}
+
+        def pop_steps(self):          # user 0 (A): 3 steps, user 1 (B): 1 step, user 2 (A): 1 step
+            return {'s': (torch.tensor([0.2, -0.4, 0.6, 0.8, -1.0]), torch.tensor([0, 0, 0, 1, 2]))}
+
+        def full_sort_predict(self, batch):
+            return torch.zeros(3, 5)
+
+    batch = Interaction({'item_id': torch.tensor([1, 3, 2]), 'item_id_list': torch.tensor([[2], [1], [1]]),
+                         'domain_id': torch.tensor([0, 1, 0]), 'candidates': torch.tensor([[1, 2], [3, 4], [2, 3]])})
+    cfg = {'metrics': ['mrr'], 'eval_protocol': 'sampled', 'ITEM_ID_FIELD': 'item_id', 'LIST_SUFFIX': '_list',
+           'show_progress': False}
+
+    class Data:
+        domain_range = {0: (1, 3), 1: (3, 5)}
+    res = CDSREvaluator(cfg, Data()).evaluate(Model(), [batch])
+    a = [0.2, -0.4, 0.6, -1.0]
+    assert res['A']['s/pooled_signed'] == pytest.approx(np.mean(a)) and res['A']['s/paper'] == pytest.approx(0.15)
+    assert res['A']['s/pooled_abs'] == pytest.approx(np.mean(np.abs(a))) and res['A']['s/median_abs'] == pytest.approx(0.5)
+    assert res['B']['s/pooled_signed'] == pytest.approx(0.8) and res['all']['s/median_abs'] == pytest.approx(0.6)

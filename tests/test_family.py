@@ -168,10 +168,13 @@ def test_gca_stages_padded_both_directions_and_statistics():
 
     class Rec:
         recording = True
-        stats = {}
+        stats, steps = {}, {}
 
         def record_stat(self, name, v):
             self.stats[name] = v
+
+        def record_steps(self, name, v, users):
+            self.steps[name] = (v, users)
 
     rec = Rec()
     ya, yb = stages.apply_padded(1, xa, xb, va, vb, recorder=rec)
@@ -181,6 +184,10 @@ def test_gca_stages_padded_both_directions_and_statistics():
     assert torch.allclose(ya[1], la.norm(xa[1]), atol=1e-6)          # user 1 has no B step: GCA = LN(X)
     assert set(rec.stats) == {'ortho_cos_a@gca1', 'ortho_cos_b@gca1', 'cross_cos_a@gca1', 'cross_cos_b@gca1'}
     assert torch.isnan(rec.stats['ortho_cos_a@gca1'][1]) and torch.isfinite(rec.stats['ortho_cos_a@gca1'][[0, 2]]).all()
+    # per query step: the signed cosines of the valid A steps that have a B key (user 0: steps 1, 3, 4; user 2: all)
+    v, users = rec.steps['ortho_cos_a@gca1']
+    assert users.tolist() == [0, 0, 0, 2, 2, 2, 2, 2]
+    assert torch.allclose(v.abs()[:3].mean(), rec.stats['ortho_cos_a@gca1'][0], atol=1e-6)
     assert stages.num_parameters() == 2 * GatedCrossAttention.num_parameters(8) == sum(p.numel() for p in stages.parameters())
 
 

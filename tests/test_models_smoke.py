@@ -47,6 +47,10 @@ def test_abxi_gca_one_epoch_each_option(tiny, act, heads, ln, gate):
             assert math.isnan(v) or 0.0 <= v <= 1.0 + 1e-6
     assert 0.0 <= res['test']['all']['ortho_cos_a@gca0'] <= 1.0
     assert 'ortho_cos_a@gca0' in res['trace'][-1]['valid']['all']
+    t = res['test']['all']                          # the pooled summaries of every query step's cosine
+    assert abs(t['ortho_cos_a@gca0/pooled_signed']) == pytest.approx(t['ortho_cos_a@gca0/paper'])
+    assert t['ortho_cos_a@gca0/paper'] <= t['ortho_cos_a@gca0/pooled_abs'] + 1e-9
+    assert 0.0 <= t['ortho_cos_b@gca0/median_abs'] <= 1.0
 
 
 @pytest.mark.parametrize('query_steps', ['occurrence', 'every'])

@@ -18,7 +18,8 @@ the registry :mod:`recbole_ortho.evaluator.metrics` (``hit@k``, ``ndcg@k``, ``mr
 Every metric is averaged over users whose target is in domain A, in domain B, and over all
 users (``{'A': {...}, 'B': {...}, 'all': {...}}``). Statistics a model records during the
 pass (:meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.record_stat`,
-e.g. orthogonality cosines) are averaged the same way and reported beside the metrics.
+e.g. orthogonality cosines) are averaged the same way and reported beside the metrics; values it
+records per query step (``record_steps``) are pooled per domain (:func:`step_summaries`).
 """
 
 import math
@@ -77,6 +78,23 @@ def aggregate_by_domain(values, domain):
     return res
 
 
+#: the summaries reported for a statistic a model records per query step (``<name>/<summary>``)
+STEP_SUMMARIES = ('paper', 'pooled_signed', 'pooled_abs', 'median_abs')
+
+
+def step_summaries(values):
+    r"""Summaries of signed per-step values (e.g. :math:`\cos(X, X')` of every GCA query step):
+    ``paper`` = :math:`|\mathrm{mean}(v)|` (the seed paper's statistic: one average over all
+    (user, position) pairs, the absolute value around it), ``pooled_signed`` = :math:`\mathrm{mean}(v)`,
+    ``pooled_abs`` = :math:`\mathrm{mean}(|v|)`, ``median_abs`` = :math:`\mathrm{median}(|v|)`; NaN
+    without values."""
+    if len(values) == 0:
+        return {k: math.nan for k in STEP_SUMMARIES}
+    a = np.abs(values)
+    mean = float(np.mean(values))
+    return {'paper': abs(mean), 'pooled_signed': mean, 'pooled_abs': float(np.mean(a)), 'median_abs': float(np.median(a))}
+
+
 class CDSREvaluator:
     """Evaluates a model on an :class:`~recbole_ortho.data.dataloader.EvalDataLoader`."""
 
@@ -96,7 +114,7 @@ class CDSREvaluator:
         recorder = hasattr(model, 'start_recording')
         if recorder:
             model.start_recording()
-        values, stats, doms = {m: [] for m in self.metrics}, {}, []
+        values, stats, steps, doms = {m: [] for m in self.metrics}, {}, {}, []
         it = tqdm(loader, total=len(loader), ncols=100, desc=desc, leave=False) if self.show_progress else loader
         try:
             for batch in it:
@@ -115,6 +133,8 @@ class CDSREvaluator:
                 if recorder:
                     for k, v in model.pop_stats().items():
                         stats.setdefault(k, []).append(v.cpu())
+                    for k, (v, u) in (model.pop_steps().items() if hasattr(model, 'pop_steps') else ()):
+                        steps.setdefault(k, []).append((v.cpu(), dom[u].cpu()))     # value, its user's domain
                 doms.append(dom.cpu())
                 del scores   # free the [B, n_items] matrix before the next batch is scored
         finally:
@@ -126,7 +146,14 @@ class CDSREvaluator:
             v = torch.cat(v).numpy()
             if len(v) == len(dom):
                 flat[k] = v
-        return aggregate_by_domain(flat, dom)
+        res = aggregate_by_domain(flat, dom)
+        for k, parts in steps.items():
+            v = torch.cat([p[0] for p in parts]).numpy()
+            d = torch.cat([p[1] for p in parts]).numpy()
+            for name, mask in (('A', d == 0), ('B', d == 1), ('all', np.ones_like(d, dtype=bool))):
+                for summary, x in step_summaries(v[mask]).items():
+                    res[name][f'{k}/{summary}'] = x
+        return res
 
     def valid_score(self, result):
         """The scalar that selects the best epoch (``valid_metric`` on ``valid_domain``)."""

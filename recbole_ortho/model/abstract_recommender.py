@@ -101,7 +101,7 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
         self.domain_range = {int(k): tuple(v) for k, v in dataset.domain_range.items()}
         if set(self.domain_range) != {0, 1}:
             raise ValueError(f'{type(self).__name__} needs exactly two domains (0 = A, 1 = B)')
-        self._stats = None
+        self._stats = self._steps = None
         self._trace = None
 
     # ---------------------------------------------------------------- batches
@@ -132,14 +132,19 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
         B, c = item_seq.size(0), self.eval_chunk_size
         if torch.is_grad_enabled() or B <= c:
             return fn(item_seq, item_len, tdom)
-        parts, stats = [], {}
+        parts, stats, steps = [], {}, {}
         for s in range(0, B, c):
             n = int(item_len[s:s + c].max())
             parts.append(fn(item_seq[s:s + c, :n], item_len[s:s + c], tdom[s:s + c, :n]))
             for k, v in self.pop_stats().items():
                 stats.setdefault(k, []).append(v)
+            for k, (v, u) in self.pop_steps().items():
+                steps.setdefault(k, []).append((v, u + s))          # chunk rows -> batch rows
         for k, v in stats.items():
             self.record_stat(k, torch.cat(v))
+        for k, parts_k in steps.items():
+            for v, u in parts_k:
+                self.record_steps(k, v, u)
         return torch.cat(parts)
 
     # ---------------------------------------------------------------- domain interaction
@@ -166,11 +171,11 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
     # ---------------------------------------------------------------- statistics
     def start_recording(self):
         """Called by the evaluator before an evaluation pass."""
-        self._stats = {}
+        self._stats, self._steps = {}, {}
 
     def stop_recording(self):
         """Called by the evaluator after an evaluation pass."""
-        self._stats = None
+        self._stats, self._steps = None, None
 
     @property
     def recording(self):
@@ -188,6 +193,21 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
         if self._stats is None:
             return {}
         out, self._stats = self._stats, {}
+        return out
+
+    def record_steps(self, name, values, users):
+        """Record one value per *query step* of the current evaluation batch (``values [R]``, e.g.
+        the signed cosine of every GCA query) with the batch row of its user (``users [R]``); the
+        evaluator reports pooled summaries per target domain (``<name>/paper``, ...)."""
+        if self._stats is not None:
+            self._steps.setdefault(name, []).append((values.detach().float(), users))
+
+    def pop_steps(self):
+        """Return and clear the per-step values recorded for the current batch: ``{name: (values, users)}``."""
+        if self._stats is None:
+            return {}
+        out = {k: (torch.cat([v for v, _ in parts]), torch.cat([u for _, u in parts])) for k, parts in self._steps.items()}
+        self._steps = {}
         return out
 
     # ---------------------------------------------------------------- training trace

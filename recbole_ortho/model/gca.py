@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from recbole_ortho.model.kernels import PairProjection, attention_chunks, packed_attention, sequence_ranks
 from recbole_ortho.model.layers import Dropout, MultiHeadAttention, causal_key_mask
-from recbole_ortho.model.ortho import abs_cosine, masked_row_mean, rows_mean_per_sequence, stat_name
+from recbole_ortho.model.ortho import (abs_cosine, masked_row_mean, query_step_cosines, rows_mean_per_sequence,
+                                      stat_name)
 from recbole_ortho.utils.errors import ConfigError
 
 
@@ -218,6 +219,7 @@ class GatedCrossAttention(nn.Module):
                             else x.new_zeros(x.shape)
                         st_cross = rows_mean_per_sequence(abs_cosine(x, other), ov, seq, n_seq)
                     stats.append({'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), hass[i], seq, n_seq),
+                                  'ortho_steps': query_step_cosines(x, x_att, hass[i], seq),
                                   'cross': st_cross})
         return (tuple(ys), tuple(stats)) if return_stats else tuple(ys)
 
@@ -268,8 +270,11 @@ class GatedCrossAttention(nn.Module):
             qm = torch.ones(B, Lq, dtype=torch.bool, device=x.device) if query_mask is None else query_mask
             if other_mask is None:
                 other_mask = key_mask if (key_mask is not None and Lq == Lk) else torch.ones_like(qm)
-            stats = {'ortho': masked_row_mean(abs_cosine(x, x_att.view(B, Lq, d)), qm & has.view(B, Lq)),
-                     'cross': masked_row_mean(abs_cosine(x, other), qm & other_mask)}
+            valid = qm & has.view(B, Lq)
+            stats = {'ortho': masked_row_mean(abs_cosine(x, x_att.view(B, Lq, d)), valid),
+                     'cross': masked_row_mean(abs_cosine(x, other), qm & other_mask),
+                     'ortho_steps': query_step_cosines(x.reshape(B * Lq, d), x_att, valid.reshape(-1),
+                                                       torch.arange(B, device=x.device).repeat_interleave(Lq))}
         return y, stats
 
     # ---------------------------------------------------------------- packed rows
@@ -317,6 +322,7 @@ class GatedCrossAttention(nn.Module):
                     else x.new_zeros(x.shape)
             ov = torch.ones_like(has) if other_valid is None else other_valid
             stats = {'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), has, sq, n_seq),
+                     'ortho_steps': query_step_cosines(x, x_att, has, sq),
                      'cross': rows_mean_per_sequence(abs_cosine(x, other), ov, sq, n_seq)
                      if other is not None else None}
         return y, stats
@@ -440,6 +446,8 @@ class GCAStages(nn.ModuleDict):
             for kind in ('ortho', 'cross'):
                 if st.get(kind) is not None:
                     recorder.record_stat(stat_name(kind, direction, stage), st[kind])
+            if st.get('ortho_steps') is not None:          # every query step's signed cosine, for pooled statistics
+                recorder.record_steps(stat_name('ortho', direction, stage), *st['ortho_steps'])
 
     def _outputs(self, recorder, stage, results, rec):
         """``(y_a, y_b)`` from the two directions' results (``(y, stats)`` pairs when ``rec``),

@@ -9,7 +9,22 @@ cross-attention output :math:`X'` of a GCA layer is from its query input :math:`
 - :func:`abs_cosine`: :math:`|\cos(x, y)|` along the last dimension,
 - :func:`masked_row_mean`: per-row means of padded ``[B, L]`` values,
 - :func:`rows_mean_per_sequence`: per-sequence means of packed row values,
-- :func:`stat_name`: the names under which models record them (``ortho_cos_a@gca0``, ...).
+- :func:`stat_name`: the names under which models record them (``ortho_cos_a@gca0``, ...),
+- :func:`query_step_cosines`: every query step's signed cosine, recorded with
+  :meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.record_steps`; the
+  evaluator summarises them (:func:`recbole_ortho.evaluator.evaluator.step_summaries`), the
+  paper's own statistic among them.
+
+Which number is which (all reported per target domain, ``@gca{p}`` = the GCA stage):
+
+- ``ortho_cos_a@gca0``: mean over users of each user's mean :math:`|\cos(X, X')|` over its query
+  steps (A's states attending to B's);
+- ``ortho_cos_a@gca0/paper``: the paper's formula, :math:`|\frac{1}{N}\sum_{b,i}\cos(X_{bi}, X'_{bi})|`
+  over all N query steps of the users (one pooled average, the absolute value around it);
+- ``ortho_cos_a@gca0/pooled_signed``: that average without the absolute value;
+- ``ortho_cos_a@gca0/pooled_abs``: the pooled mean of :math:`|\cos|` over all query steps;
+- ``ortho_cos_a@gca0/median_abs``: the median of :math:`|\cos|` over all query steps (the paper
+  quotes medians of 0.1-0.2).
 
 Models record one value per evaluated user with
 :meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.record_stat`; the
@@ -35,6 +50,17 @@ def abs_cosine(x, y, eps=1e-8):
     num = (x * y).sum(-1).abs()
     den = x.norm(dim=-1) * y.norm(dim=-1)
     return num / den.clamp_min(eps)
+
+
+def cosine(x, y, eps=1e-8):
+    r"""Signed :math:`\cos(x, y)` along the last dimension (0 where either vector is zero)."""
+    return (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)).clamp_min(eps)
+
+
+def query_step_cosines(x, x_att, valid, seq_of_row):
+    r"""``(values, seq)``: the signed :math:`\cos(X, X')` of every valid query row (``x``, ``x_att``
+    ``[R, d]``, ``valid [R]``) and the sequence (user) of each, for the pooled statistics."""
+    return cosine(x[valid], x_att[valid]), seq_of_row[valid]
 
 
 def masked_row_mean(values, mask):
