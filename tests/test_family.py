@@ -144,6 +144,8 @@ def test_no_model_file_imports_another_models_file():
     ('gca_query_steps', 'sometimes', r'^gca_query_steps: \[sometimes\]'),
     ('gca_dropout', 1.5, r'^gca_dropout: \[1.5\]'),
     ('gca_layernorm', 'yes', r'^gca_layernorm: \[yes\]'),
+    ('gca_gate', 'matrix', r'^gca_gate: \[matrix\]'),
+    ('gca_ortho_weight', -1, r'^gca_ortho_weight: \[-1\]'),
 ])
 def test_gca_settings_are_validated_naming_the_key(key, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -310,3 +310,61 @@ def test_abxi_gca_rejects_bad_positions_and_quirks():
         _models(gca_positions=[2])
     with pytest.raises(ValueError):
         _models(official_quirks=True)
+
+
+# ------------------------------------------------------------------ gate ablations and the orthogonality penalty
+@pytest.mark.parametrize('gate,layer_norm', [(g, ln) for g in ('vector', 'scalar', 'none') for ln in (True, False)])
+def test_gate_variants_parameter_counts(gate, layer_norm):
+    layer = GatedCrossAttention(D, n_heads=4, layer_norm=layer_norm, gate=gate)
+    expect = 4 * D * D + 4 * D + {'vector': 3 * D * D + 2 * D, 'scalar': 1, 'none': 0}[gate] + (2 * D if layer_norm else 0)
+    assert count_parameters(layer) == GatedCrossAttention.num_parameters(D, layer_norm, gate) == expect
+    _, gca, ds = _models(gca_gate=gate, gca_layernorm=layer_norm)
+    assert gca.gca.num_parameters() == 2 * expect
+
+
+def test_scalar_and_no_gate_forms():
+    """scalar: LN(X + alpha X') with alpha starting at 0 (so GCA starts as LN(X)); none: LN(X + X');
+    on padded, packed and paired entry points alike."""
+    torch.manual_seed(0)
+    x, kv = _inputs()
+    for gate in ('scalar', 'none'):
+        layer = GatedCrossAttention(D, n_heads=4, gate=gate).eval()
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        x_att, _ = layer.attn(x, kv, causal_key_mask(torch.ones(x.shape[:2], dtype=torch.bool)))
+        scale = layer.alpha if gate == 'scalar' else 1.0
+        assert torch.allclose(layer(x, kv), layer.norm(x + scale * x_att), atol=1e-5)
+    fresh = GatedCrossAttention(D, gate='scalar').eval()
+    assert torch.allclose(fresh(x, kv), fresh.norm(x), atol=1e-6)            # alpha = 0 at the start
+    # the pair entry point falls back to the two single-direction calls
+    la, lb = GatedCrossAttention(D, gate='none').eval(), GatedCrossAttention(D, gate='scalar').eval()
+    ia, ib = torch.tensor([0, 2, 5]), torch.tensor([1, 3, 4, 6])
+    xa, xb = torch.randn(3, D), torch.randn(4, D)
+    oa, ob = _latest(ia, ib, 7), _latest(ib, ia, 7)
+    ya, yb = GatedCrossAttention.forward_packed_pair(la, lb, xa, ia, xb, ib, 1, 7, oa, ob)
+    assert torch.allclose(ya, la.forward_packed(xa, ia, xb, ib, 1, 7, other_index=oa), atol=1e-6)
+    assert torch.allclose(yb, lb.forward_packed(xb, ib, xa, ia, 1, 7, other_index=ob), atol=1e-6)
+
+
+def test_ortho_weight_zero_changes_nothing_and_positive_adds_the_penalty():
+    seqs = random_sequences(FakeDataset(n_a=20, n_b=25), 6, 10, generator=torch.Generator().manual_seed(4))
+    b = train_batch(seqs, 10)
+
+    def loss_of(**kw):
+        _, gca, _ = _models(**kw)
+        gca.train()
+        torch.manual_seed(7)
+        loss = gca.calculate_loss(b)
+        grads = torch.autograd.grad(loss, list(gca.gca.parameters()))
+        return loss, gca.epoch_trace(), grads
+
+    base, tr0, g0 = loss_of()
+    zero, trz, gz = loss_of(gca_ortho_weight=0.0)
+    assert torch.equal(base, zero) and all(torch.equal(a, c) for a, c in zip(g0, gz)) and 'ortho_penalty' not in trz
+    lam = 0.5
+    pen, trp, gp = loss_of(gca_ortho_weight=lam)
+    assert 0.0 < trp['ortho_penalty'] < 1.0
+    assert pen.item() == pytest.approx(base.item() + lam * trp['ortho_penalty'], rel=1e-5)
+    assert trp['loss_a'] == pytest.approx(tr0['loss_a']) and trp['loss_b'] == pytest.approx(tr0['loss_b'])
+    assert any(not torch.allclose(a, c) for a, c in zip(g0, gp))            # the penalty has a gradient

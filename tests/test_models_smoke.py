@@ -53,6 +53,18 @@ def test_abxi_gca_one_epoch_each_option(tiny, act, heads, ln, gate):
     assert 0.0 <= t['ortho_cos_b@gca0/median_abs'] <= 1.0
 
 
+@pytest.mark.parametrize('gate,query_steps,weight', [('scalar', 'occurrence', 0.0), ('none', 'every', 0.0),
+                                                    ('vector', 'occurrence', 0.3), ('none', 'occurrence', 0.3)])
+def test_abxi_gca_gate_ablations_and_ortho_weight_one_epoch(tiny, gate, query_steps, weight):
+    seqs, cfg = tiny
+    res = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=dict(
+        cfg, **SMALL, gca_gate=gate, gca_query_steps=query_steps, gca_ortho_weight=weight, warmup_epochs=0,
+        save_model=False))
+    _check(res, len(seqs))
+    assert 0.0 <= res['test']['all']['ortho_cos_a@gca0'] <= 1.0
+    assert ('ortho_penalty' in res['trace'][0]) == (weight > 0)
+
+
 @pytest.mark.parametrize('query_steps', ['occurrence', 'every'])
 def test_abxi_gca_stacked_positions_and_param_count(tiny, query_steps):
     seqs, cfg = tiny

@@ -213,19 +213,18 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
     # ---------------------------------------------------------------- training trace
     def add_trace(self, **terms):
         """Accumulate per-batch training terms (scalar tensors, e.g. ``loss_a=...``); their means
-        over the epoch are returned by :meth:`epoch_trace`."""
+        over the batches that reported them are returned by :meth:`epoch_trace`."""
         if self._trace is None:
-            self._trace = [{k: 0.0 for k in terms}, 0]
-        sums = self._trace[0]
+            self._trace = {}
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v.detach()
-        self._trace[1] += 1
+            total, n = self._trace.get(k, (0.0, 0))
+            self._trace[k] = (total + v.detach(), n + 1)
 
     def epoch_trace(self):
         """Means of the :meth:`add_trace` terms over the training batches since the last call
         (called by the trainer once per epoch; stored in the result's ``trace``)."""
-        if not self._trace or not self._trace[1]:
+        if not self._trace:
             return {}
-        sums, n = self._trace
+        out = {k: float(total) / n for k, (total, n) in self._trace.items()}
         self._trace = None
-        return {k: float(v) / n for k, v in sums.items()}
+        return out

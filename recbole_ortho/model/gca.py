@@ -63,34 +63,51 @@ class GatedCrossAttention(nn.Module):
 
     ACTIVATIONS = ('sigmoid', 'tanh')
     GATE_INPUTS = ('concat_other', 'concat_attn')
+    #: ``vector``: the paper's FFN gate G (above); ``scalar``: ``LN(X + Dropout(alpha * X'))`` with one
+    #: learnable alpha starting at 0 (the GCA author's blog form); ``none``: ``LN(X + Dropout(X'))``
+    #: (plain residual cross-attention) -- gate ablations
+    GATES = ('vector', 'scalar', 'none')
 
     def __init__(self, d_model, n_heads=4, activation='sigmoid', layer_norm=True,
-                 gate_input='concat_other', dropout=0.0, layer_norm_eps=1e-5):
+                 gate_input='concat_other', dropout=0.0, layer_norm_eps=1e-5, gate='vector'):
         super().__init__()
         if activation not in self.ACTIVATIONS:
             raise ValueError(f'GCA activation [{activation}] must be one of {self.ACTIVATIONS}')
         if gate_input not in self.GATE_INPUTS:
             raise ValueError(f'GCA gate input [{gate_input}] must be one of {self.GATE_INPUTS}')
+        if gate not in self.GATES:
+            raise ValueError(f'GCA gate [{gate}] must be one of {self.GATES}')
         self.d_model = d_model
         self.activation = activation
         self.gate_input = gate_input
+        self.gate_kind = gate
         self.attn = MultiHeadAttention(d_model, n_heads)
-        self.gate_fc1 = nn.Linear(2 * d_model, d_model)
-        self.gate_fc2 = nn.Linear(d_model, d_model)
+        if gate == 'vector':
+            self.gate_fc1 = nn.Linear(2 * d_model, d_model)
+            self.gate_fc2 = nn.Linear(d_model, d_model)
+        elif gate == 'scalar':
+            self.alpha = nn.Parameter(torch.zeros(1))
         self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if layer_norm else nn.Identity()
+        self.ortho_terms = None          # a list while an orthogonality penalty is collected (training)
         self.reset_parameters()
 
     @staticmethod
-    def num_parameters(d_model, layer_norm=True):
-        """Parameter count of one GCA layer: ``7 d^2 + 6 d`` (+ ``2 d`` with LayerNorm)."""
-        return 7 * d_model * d_model + 6 * d_model + (2 * d_model if layer_norm else 0)
+    def num_parameters(d_model, layer_norm=True, gate='vector'):
+        """Parameter count of one GCA layer: attention ``4 d^2 + 4 d``, the vector gate
+        ``3 d^2 + 2 d`` (the scalar gate 1, none 0), LayerNorm ``2 d``: ``7 d^2 + 6 d (+ 2 d)`` with the
+        paper's gate."""
+        gate_params = {'vector': 3 * d_model * d_model + 2 * d_model, 'scalar': 1, 'none': 0}[gate]
+        return 4 * d_model * d_model + 4 * d_model + gate_params + (2 * d_model if layer_norm else 0)
 
     def reset_parameters(self):
         self.attn.reset_parameters()
-        for fc in (self.gate_fc1, self.gate_fc2):
-            nn.init.normal_(fc.weight, mean=0.0, std=0.02)
-            nn.init.zeros_(fc.bias)
+        if self.gate_kind == 'vector':
+            for fc in (self.gate_fc1, self.gate_fc2):
+                nn.init.normal_(fc.weight, mean=0.0, std=0.02)
+                nn.init.zeros_(fc.bias)
+        elif self.gate_kind == 'scalar':
+            nn.init.zeros_(self.alpha)
         if isinstance(self.norm, nn.LayerNorm):
             nn.init.ones_(self.norm.weight)
             nn.init.zeros_(self.norm.bias)
@@ -111,6 +128,10 @@ class GatedCrossAttention(nn.Module):
         ``-1``). Returns ``(y, X', has_key)``."""
         d = self.d_model
         w, b = self.attn.in_proj.weight, self.attn.in_proj.bias
+        if self.gate_kind != 'vector':
+            att, has = attend(F.linear(x, w[:d], b[:d]), F.linear(kv, w[d:], b[d:]))
+            y, x_att = self._finish(x, att, has, None)
+            return y, x_att, has
         q, gx = F.linear(x, torch.cat([w[:d], self.gate_fc1.weight[:, :d]]),
                          torch.cat([b[:d], self.gate_fc1.bias])).split(d, dim=1)
         by_index = self.gate_input == 'concat_other' and other_index is not None
@@ -132,6 +153,12 @@ class GatedCrossAttention(nn.Module):
         Returns ``(y, X')``."""
         d = self.d_model
         x_att = self.attn.out_proj(att) * has.unsqueeze(-1).to(att.dtype)    # no key -> exactly 0
+        if self.ortho_terms is not None and bool(has.any()):            # differentiable mean |cos(X, X')|
+            self.ortho_terms.append(abs_cosine(x[has], x_att[has]).mean())
+        if self.gate_kind == 'none':
+            return self.norm(x + self.dropout(x_att)), x_att
+        if self.gate_kind == 'scalar':
+            return self.norm(x + self.dropout(self.alpha * x_att)), x_att
         w1z = self.gate_fc1.weight[:, d:]
         if self.gate_input == 'concat_attn':
             gz = F.linear(x_att, w1z)
@@ -164,6 +191,13 @@ class GatedCrossAttention(nn.Module):
         ``(y_a, y_b)`` (and ``(stats_a, stats_b)``, as :meth:`forward_packed`'s)."""
         if layer_a.attn.n_heads != layer_b.attn.n_heads or layer_a.d_model != layer_b.d_model:
             raise ValueError('GCA.forward_packed_pair: the two layers need the same size and heads')
+        if layer_a.gate_kind != 'vector' or layer_b.gate_kind != 'vector':     # no fused gate projection
+            if bool(torch.isin(index_a, index_b).any()):
+                raise ValueError('GCA.forward_packed_pair: the two sequences share a step')
+            res = [me.forward_packed(x, iq, xo, io, n_seq, length, other_index=oi, return_stats=return_stats)
+                   for me, x, iq, xo, io, oi in ((layer_a, x_a, index_a, x_b, index_b, other_index_a),
+                                                 (layer_b, x_b, index_b, x_a, index_a, other_index_b))]
+            return (tuple(r[0] for r in res), tuple(r[1] for r in res)) if return_stats else tuple(res)
         for layer, oi in ((layer_a, other_index_a), (layer_b, other_index_b)):
             if layer.gate_input == 'concat_other' and oi is None:
                 raise ValueError('GCA.forward_packed_pair: `other_index_a/b` is required with gate_input=concat_other')
@@ -294,7 +328,7 @@ class GatedCrossAttention(nn.Module):
         the slots 0, 1, ... in step order and the mask compares their steps, so a sequence costs
         ``#queries x #keys``, not ``length x length``; the grids are small, so they are kept for
         backward instead of being recomputed."""
-        if other is None and other_index is None and self.gate_input == 'concat_other':
+        if other is None and other_index is None and self.gate_input == 'concat_other' and self.gate_kind == 'vector':
             raise ValueError('GCA.forward_packed: `other` or `other_index` is required with gate_input=concat_other')
         sq, tq, rq, nq = sequence_ranks(q_index, length, n_seq)
         sk, tk, rk, nk = sequence_ranks(k_index, length, n_seq)
@@ -361,7 +395,9 @@ class GCAStages(nn.ModuleDict):
     ``gca_positions`` (list of stages in ``[0, n_stages]``), ``gca_query_steps`` (one of the
     model's ``query_steps``), ``gca_activation`` (sigmoid | tanh), ``gca_heads`` (divides the
     hidden size), ``gca_layernorm`` (bool), ``gca_gate_input`` (concat_other | concat_attn),
-    ``gca_dropout`` (in ``[0, 1)``), ``gca_dedup_keys`` (bool). Defaults:
+    ``gca_dropout`` (in ``[0, 1)``), ``gca_dedup_keys`` (bool), ``gca_gate`` (vector | scalar | none,
+    :attr:`GatedCrossAttention.GATES`), ``gca_ortho_weight`` (``lambda >= 0``: with ``lambda > 0``
+    :meth:`add_penalty` adds ``lambda * mean |cos(X, X')|`` to the training loss). Defaults:
     ``properties/component/gca.yaml`` (a model's own yaml may override them).
 
     Where the queries and keys are (``gca_query_steps``), on a model's packed
@@ -412,6 +448,12 @@ class GCAStages(nn.ModuleDict):
         dropout = config['gca_dropout']
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f'gca_dropout: [{dropout}] must be a number in [0, 1)')
+        gate = str(config['gca_gate'])
+        if gate not in GatedCrossAttention.GATES:
+            raise ConfigError(f'gca_gate: [{gate}] must be one of {list(GatedCrossAttention.GATES)}')
+        weight = config['gca_ortho_weight']
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f'gca_ortho_weight: [{weight}] must be a number >= 0')
         flags = {}
         for key in ('gca_layernorm', 'gca_dedup_keys'):
             if not isinstance(config[key], bool):
@@ -421,12 +463,13 @@ class GCAStages(nn.ModuleDict):
         def layer():
             return GatedCrossAttention(d_model, n_heads=heads, activation=activation,
                                        layer_norm=flags['gca_layernorm'], gate_input=gate_input,
-                                       dropout=float(dropout), layer_norm_eps=layer_norm_eps)
+                                       dropout=float(dropout), layer_norm_eps=layer_norm_eps, gate=gate)
 
         super().__init__({str(p): nn.ModuleDict({'a': layer(), 'b': layer()}) for p in positions})
         self.positions, self.query_steps, self.activation, self.heads = positions, steps, activation, heads
         self.layer_norm, self.gate_input, self.dropout_p = flags['gca_layernorm'], gate_input, float(dropout)
         self.dedup_keys = flags['gca_dedup_keys']
+        self.gate, self.ortho_weight = gate, float(weight)
         self.d_model = d_model
 
     @property
@@ -435,8 +478,33 @@ class GCAStages(nn.ModuleDict):
         return frozenset(self.positions)
 
     def num_parameters(self):
-        """``2 * len(positions) * GatedCrossAttention.num_parameters(d, layer_norm)``."""
-        return 2 * len(self.positions) * GatedCrossAttention.num_parameters(self.d_model, self.layer_norm)
+        """``2 * len(positions) * GatedCrossAttention.num_parameters(d, layer_norm, gate)``."""
+        return 2 * len(self.positions) * GatedCrossAttention.num_parameters(self.d_model, self.layer_norm, self.gate)
+
+    # ---------------------------------------------------------------- orthogonality penalty
+    def _layers(self):
+        return [layer for stage in self.values() for layer in stage.values()]
+
+    def start_penalty(self):
+        r"""Before a training forward pass: with ``gca_ortho_weight`` > 0, each layer collects the
+        mean :math:`|\cos(X, X')|` of its query steps with a key (differentiable); a no-op otherwise."""
+        if self.ortho_weight and self.training:
+            for layer in self._layers():
+                layer.ortho_terms = []
+
+    def add_penalty(self, loss, recorder=None):
+        """``loss + gca_ortho_weight * mean`` of the terms collected since :meth:`start_penalty` (one per
+        GCA module and direction that had a query with a key); the penalty goes into the epoch trace
+        (``ortho_penalty``). Returns ``loss`` unchanged when nothing was collected."""
+        terms = [t for layer in self._layers() for t in (layer.ortho_terms or [])]
+        for layer in self._layers():
+            layer.ortho_terms = None
+        if not terms:
+            return loss
+        penalty = torch.stack(terms).mean()
+        if recorder is not None:
+            recorder.add_trace(ortho_penalty=penalty)
+        return loss + self.ortho_weight * penalty
 
     @staticmethod
     def _record(recorder, stage, stats):

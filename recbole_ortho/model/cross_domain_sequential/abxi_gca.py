@@ -54,3 +54,7 @@ class ABXI_GCA(ABXI):
 
     def domain_interaction(self, stage, h_a, h_b, ctx):
         return self.gca.apply_packed(stage, h_a, h_b, ctx, recorder=self)
+
+    def calculate_loss(self, interaction):
+        self.gca.start_penalty()                   # gca_ortho_weight > 0 only: + lambda * mean |cos(X, X')|
+        return self.gca.add_penalty(super().calculate_loss(interaction), recorder=self)
