@@ -117,7 +117,7 @@ def test_property_files_short_comments_without_timings():
             assert len(line) <= 120, where
             code, _, comment = line.partition('#')
             assert not timing.search(comment), where
-            if re.match(r'^\s*[A-Za-z_]\w*:', code) and code.split(':', 1)[1].strip():
+            if f.parent.name != 'sweep' and re.match(r'^\s*[A-Za-z_]\w*:', code) and code.split(':', 1)[1].strip():
                 assert re.match(r'\s*\((int|float|bool|str|dict|list|list of int|int or str)\) \S', comment), where
 
 

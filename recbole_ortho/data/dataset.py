@@ -349,8 +349,9 @@ def _tokens(_ds, _field, n, cdr, kind):
 
 
 # ---------------------------------------------------------------------------------------------
-def _files_signature(config):
-    """Content hash of both ``.inter`` files (robust to copies that change mtimes)."""
+def files_signature(config):
+    """Content hash of both ``.inter`` files (robust to copies that change mtimes): the data
+    fingerprint of the cache key and of sweep run ids. ``[[name, size, sha1], ...]``."""
     sig = []
     for key in ('source_domain', 'target_domain'):
         sub = config[key]
@@ -369,7 +370,7 @@ def _cache_key(config):
     payload = {k: config[k] for k in keys}
     if config['eval_protocol'] != 'sampled':
         payload.pop('eval_neg_num'), payload.pop('eval_seed')
-    payload['files'] = _files_signature(config)
+    payload['files'] = files_signature(config)
     payload['version'] = CACHE_VERSION
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

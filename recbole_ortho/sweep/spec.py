@@ -1,0 +1,214 @@
+"""
+recbole_ortho.sweep.spec
+########################
+
+A sweep spec (yaml) and its expansion into runs.
+
+.. code-block:: yaml
+
+    datasets: [food_kitchen]
+    seeds: [2020, 2021, 2022]
+    settings: {epochs: 8, warmup_epochs: 0, learning_rate: 0.001}   # every run
+    models:
+      ABXI: {}
+      ABXI_GCA:
+        grid: {gca_positions: [[0], [0, 1]], gca_activation: [sigmoid, tanh]}
+        # or a RecBole .hyper file of `choice` lines:  grid_file: abxi_gca.hyper
+    param_matched: true      # + the base model widened to each distinct parameter count of the variants
+
+A run is (model, dataset, settings, seed); its id is a hash of those, of the resolved settings
+(the model's, dataset's and overall property files merged with the run's settings), of the
+dataset's content fingerprint and of the package version, so the same run gets the same id in
+any process, and a change of code version, data or defaults gives a new one.
+"""
+
+import ast
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from recbole_ortho.utils.errors import ConfigError
+
+SPEC_KEYS = ('datasets', 'seeds', 'settings', 'models', 'param_matched', 'name')
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep: ``model`` on ``dataset`` with ``settings`` (the grid point and the
+    common settings; ``param_match`` for a matched base) and ``seed``; ``variant`` labels it for
+    the analysis (``base``, the grid point, or ``param-matched to ...``)."""
+    model: str
+    dataset: str
+    seed: int
+    settings: dict
+    variant: str
+    run_id: str = ''
+    resolved: dict = field(default_factory=dict)
+
+    def config_dict(self):
+        """The settings passed to ``run_recbole_ortho`` (without the sweep's paths)."""
+        return dict(self.settings, seed=self.seed)
+
+    def to_json(self):
+        return {'run_id': self.run_id, 'model': self.model, 'dataset': self.dataset, 'seed': self.seed,
+                'settings': self.settings, 'variant': self.variant}
+
+
+def read_hyper_grid(path):
+    """A RecBole ``.hyper`` file as a grid: each line ``name choice [v1, v2, ...]``. Other RecBole
+    kinds (``loguniform``, ``uniform``, ``quniform``) describe distributions, not grids: they raise
+    a :class:`ConfigError` naming the file and line."""
+    grid = {}
+    with open(path) as f:
+        for no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            parts = line.split(maxsplit=2)
+            if len(parts) != 3:
+                raise ConfigError(f'{path} line {no}: expected "name choice [v1, v2, ...]", got {line!r}')
+            name, kind, values = parts
+            if kind != 'choice':
+                raise ConfigError(f'{path} line {no}: [{kind}] is a distribution; a sweep grid needs "choice"')
+            try:
+                grid[name] = list(ast.literal_eval(values))
+            except (ValueError, SyntaxError):
+                raise ConfigError(f'{path} line {no}: cannot read the values {values!r}') from None
+    return grid
+
+
+def load_spec(path):
+    """Read and check a sweep spec (see the module docstring); errors name the file and key."""
+    with open(path) as f:
+        spec = yaml.safe_load(f) or {}
+    where = os.path.basename(path)
+    unknown = set(spec) - set(SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f'{where}: unknown keys {sorted(unknown)}; known: {list(SPEC_KEYS)}')
+    for key in ('datasets', 'seeds', 'models'):
+        if not spec.get(key):
+            raise ConfigError(f'{where}: {key} missing or empty')
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in spec['seeds']):
+        raise ConfigError(f'{where}: seeds must be integers, got {spec["seeds"]}')
+    models = {}
+    for model, m in spec['models'].items():
+        m = dict(m or {})
+        bad = set(m) - {'grid', 'grid_file', 'settings'}
+        if bad:
+            raise ConfigError(f'{where}: models.{model}: unknown keys {sorted(bad)} (grid, grid_file, settings)')
+        grid = dict(m.get('grid') or {})
+        if m.get('grid_file'):
+            gf = m['grid_file'] if os.path.isabs(m['grid_file']) else os.path.join(os.path.dirname(path), m['grid_file'])
+            grid.update(read_hyper_grid(gf))
+        for k, v in grid.items():
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f'{where}: models.{model}.grid.{k} must be a non-empty list')
+        models[model] = {'grid': grid, 'settings': dict(m.get('settings') or {})}
+    spec['models'] = models
+    spec['settings'] = dict(spec.get('settings') or {})
+    spec['param_matched'] = bool(spec.get('param_matched', False))
+    spec['name'] = spec.get('name') or os.path.splitext(where)[0]
+    return spec
+
+
+def grid_points(grid):
+    """Every combination of a grid ``{key: [values]}``, keys in sorted order ([{}] for no grid)."""
+    keys = sorted(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def variant_label(point):
+    return ', '.join(f'{k}={json.dumps(v)}' for k, v in sorted(point.items())) or 'base'
+
+
+def run_id(model, dataset, seed, resolved, fingerprint, version):
+    """Deterministic id: ``<model>-<dataset>-s<seed>-<12 hex>`` from a hash of everything that
+    defines the run."""
+    payload = json.dumps({'model': model, 'dataset': dataset, 'seed': seed, 'settings': resolved,
+                          'data': fingerprint, 'version': version}, sort_keys=True, default=str)
+    return f'{model}-{dataset}-s{seed}-{hashlib.sha1(payload.encode()).hexdigest()[:12]}'
+
+
+def base_model_of(model_class):
+    """The base model a ``_GCA`` variant is matched against: its nearest parent class of the
+    family with a property file of its own (ABXI_GCA -> ABXI); None for a base model."""
+    from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
+    from recbole_ortho.utils import properties_dir
+    for cls in model_class.__mro__[1:]:
+        if cls is CrossDomainSeqRecommender or not issubclass(cls, CrossDomainSeqRecommender):
+            break
+        if os.path.isfile(os.path.join(properties_dir(), 'model', cls.__name__ + '.yaml')):
+            return cls.__name__
+    return None
+
+
+def expand(spec, data_root=None):
+    """The runs of a spec: datasets x models x grid points x seeds, plus with ``param_matched``,
+    for each ``_GCA`` model and each distinct parameter count among its grid points, its base
+    model widened to it (``param_match``, the grid point's settings passed on so the target is
+    built alike). Needs the datasets prepared (it fingerprints them and counts parameters)."""
+    import sys
+    import recbole_ortho
+    from recbole.utils import init_seed
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset, ensure_prepared, files_signature
+    from recbole_ortho.utils import count_parameters, get_model
+    argv, sys.argv = sys.argv, sys.argv[:1]          # RecBole's Config reads sys.argv
+    try:
+        runs = []
+        for dataset in spec['datasets']:
+            common = dict(spec['settings'], **({'data_path': data_root} if data_root else {}))
+            fingerprint = None
+            for model, m in spec['models'].items():
+                points = grid_points(m['grid'])
+                base_cfg = Config(model=model, dataset=dataset, config_dict=dict(common, **m['settings']))
+                if fingerprint is None:
+                    ensure_prepared(base_cfg)
+                    fingerprint = files_signature(base_cfg)
+                for point in points:
+                    settings = dict(spec['settings'], **m['settings'], **point)
+                    runs += [_run(model, dataset, seed, settings, variant_label(point), base_cfg, fingerprint)
+                             for seed in spec['seeds']]
+                base = base_model_of(get_model(model)) if spec['param_matched'] else None
+                if base is None:
+                    continue
+                data = create_dataset(base_cfg)
+                counts = {}
+                for point in points:
+                    cfg = Config(model=model, dataset=dataset, config_dict=dict(common, **m['settings'], **point))
+                    init_seed(cfg['seed'], cfg['reproducibility'])
+                    counts.setdefault(count_parameters(get_model(model)(cfg, data)), point)
+                base_cfg_b = Config(model=base, dataset=dataset, config_dict=dict(common))
+                for n, point in sorted(counts.items()):
+                    settings = dict(spec['settings'], **m['settings'], **point, param_match=model)
+                    runs += [_run(base, dataset, seed, settings, f'param-matched to {model} ({n:,} parameters)',
+                                  base_cfg_b, fingerprint) for seed in spec['seeds']]
+        ids = [r.run_id for r in runs]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ConfigError(f'sweep: the spec describes the same run twice ({dup[:3]})')
+        return runs
+    finally:
+        sys.argv = argv
+
+
+def _run(model, dataset, seed, settings, variant, base_cfg, fingerprint):
+    import recbole_ortho
+    from recbole_ortho.config import model_property_files
+    from recbole_ortho.utils import get_model, properties_dir
+    keys = set()
+    for f in [os.path.join(properties_dir(), 'overall.yaml'), os.path.join(properties_dir(), 'dataset', dataset + '.yaml')] \
+            + model_property_files(get_model(model)):
+        if os.path.isfile(f):
+            with open(f) as fh:
+                keys |= set(yaml.safe_load(fh) or {})
+    resolved = {k: base_cfg[k] for k in sorted(keys) if k in base_cfg and k not in ('data_path', 'cache_dir')}
+    resolved.update(settings)
+    resolved['seed'] = seed
+    r = RunSpec(model=model, dataset=dataset, seed=seed, settings=settings, variant=variant, resolved=resolved)
+    r.run_id = run_id(model, dataset, seed, resolved, fingerprint, recbole_ortho.__version__)
+    return r

@@ -1,0 +1,149 @@
+"""Sweeps: expansion (grid x seeds x matched bases, ids stable across processes), the local
+engine, resume after a kill, failed runs recorded and retried on request, .hyper grids."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbole_ortho.sweep import RunStore, expand, load_spec, read_hyper_grid, run_sweep
+from recbole_ortho.utils import ConfigError
+from tests.conftest import REPO
+
+SMALL = dict(embedding_size=16, inner_size=24, rd=2, ri=4, n_heads=2, n_neg_per_domain=8, epochs=1, warmup_epochs=0,
+             eval_neg_num=10, MAX_ITEM_LIST_LENGTH=10, train_batch_size=16, state='WARNING')
+
+
+@pytest.fixture(autouse=True)
+def _argv(monkeypatch):
+    monkeypatch.setattr(sys, 'argv', ['pytest'])
+
+
+def write_spec(tmp_path, **over):
+    spec = {'datasets': ['tiny'], 'seeds': [1, 2], 'settings': dict(SMALL),
+            'models': {'ABXI': {}, 'ABXI_GCA': {'grid': {'gca_layernorm': [True, False]}}}, 'param_matched': True}
+    spec.update(over)
+    path = tmp_path / 'spec.yaml'
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_expansion_grid_seeds_and_matched_bases(tiny, tmp_path):
+    _, cfg = tiny
+    spec = load_spec(write_spec(tmp_path))
+    runs = expand(spec, data_root=cfg['data_path'])
+    by = {}
+    for r in runs:
+        by.setdefault((r.model, r.variant), []).append(r.seed)
+    # 2 seeds x (ABXI base + 2 GCA points + the base matched to each of the 2 distinct GCA counts)
+    assert len(runs) == 10 and all(sorted(s) == [1, 2] for s in by.values())
+    assert ('ABXI', 'base') in by and ('ABXI_GCA', 'gca_layernorm=true') in by and ('ABXI_GCA', 'gca_layernorm=false') in by
+    matched = [r for r in runs if r.settings.get('param_match') == 'ABXI_GCA']
+    assert len(matched) == 4 and {r.settings['gca_layernorm'] for r in matched} == {True, False}
+    assert len({r.run_id for r in runs}) == 10
+    # the same ids in another process
+    code = ('import sys, json; sys.argv = ["x"]; from recbole_ortho.sweep import expand, load_spec; '
+            'print(json.dumps([r.run_id for r in expand(load_spec(sys.argv[1] if False else SPEC), data_root=DATA)]))')
+    code = code.replace('SPEC', repr(str(tmp_path / 'spec.yaml'))).replace('DATA', repr(cfg['data_path']))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [r.run_id for r in runs]
+    # a changed setting is another run
+    other = expand(load_spec(write_spec(tmp_path, seeds=[1], settings=dict(SMALL, epochs=2))), data_root=cfg['data_path'])
+    assert not {r.run_id for r in other} & {r.run_id for r in runs}
+
+
+def test_local_sweep_runs_everything_once(tiny, tmp_path):
+    _, cfg = tiny
+    spec = write_spec(tmp_path, models={'ABXI_GCA': {'grid': {'gca_activation': ['sigmoid', 'tanh']}}},
+                      param_matched=False)
+    summary = run_sweep(spec, tmp_path / 'sw', workers=2, threads=1, show_progress=False,
+                        data_path=cfg['data_path'], cache_dir=cfg['cache_dir'])
+    assert summary['states']['finished'] == summary['runs'] == summary['ran_now'] == 4
+    store = RunStore(tmp_path / 'sw')
+    results = store.results()
+    assert len(results) == 4
+    for spec_json, res in results:
+        assert res['model'] == 'ABXI_GCA' and res['trace'] and 'ortho_cos_a@gca0' in res['test']['all']
+        assert res['config']['seed'] == spec_json['seed'] and res['config']['save_model'] is False
+        assert (Path(store.path(spec_json['run_id'])) / 'stdout.log').is_file()
+    assert summary['overhead_s_median'] is not None and summary['runs_per_hour'] > 0
+    again = run_sweep(spec, tmp_path / 'sw', workers=2, show_progress=False, data_path=cfg['data_path'],
+                      cache_dir=cfg['cache_dir'])
+    assert again['ran_now'] == 0 and again['states']['finished'] == 4
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_runs(tiny, tmp_path):
+    _, cfg = tiny
+    spec = write_spec(tmp_path, seeds=[1, 2, 3], models={'ABXI': {}}, param_matched=False,
+                      settings=dict(SMALL, epochs=3))
+    cmd = [sys.executable, str(REPO / 'run_sweep.py'), str(spec), f'--sweep_dir={tmp_path / "sw"}', '--workers=1',
+           '--no_progress', f'--data_path={cfg["data_path"]}']
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs_dir = tmp_path / 'sw' / 'runs'
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(runs_dir.glob('*/result.json')):
+        time.sleep(0.2)
+    finished = list(runs_dir.glob('*/result.json'))
+    assert finished, 'no run finished in time'
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(1.0)                                           # the trial dies with the sweep (PDEATHSIG)
+    stamps = {p: p.stat().st_mtime_ns for p in runs_dir.glob('*/result.json')}
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / 'sw' / 'summary.json').read_text())
+    assert summary['states']['finished'] == 3 and summary['ran_now'] == 3 - len(stamps)
+    for p, t in stamps.items():
+        assert p.stat().st_mtime_ns == t                      # finished runs were not run again
+
+
+def test_failed_run_is_recorded_and_retried_on_request(tiny, tmp_path):
+    _, cfg = tiny
+    spec = write_spec(tmp_path, seeds=[1], models={'ABXI': {'grid': {'learning_rate': [0.001, 1.0e+30]}}},
+                      param_matched=False, settings=dict(SMALL, learner='sgd', epochs=5))
+    kw = dict(workers=2, show_progress=False, data_path=cfg['data_path'], cache_dir=cfg['cache_dir'])
+    s1 = run_sweep(spec, tmp_path / 'sw', **kw)
+    assert s1['states'] == {'finished': 1, 'failed': 1, 'running': 0, 'pending': 0}
+    (rid, msg), = s1['failed'].items()
+    assert 'training loss is' in msg and 'at epoch' in msg and 'batch' in msg
+    store = RunStore(tmp_path / 'sw')
+    err = json.loads(Path(store.path(rid, 'error.json')).read_text())
+    assert err['type'] == 'NonFiniteLossError' and err['attempts'] == 1 and 'Traceback' in err['traceback']
+    assert run_sweep(spec, tmp_path / 'sw', **kw)['ran_now'] == 0         # not retried unasked
+    s3 = run_sweep(spec, tmp_path / 'sw', retry_failed=True, **kw)
+    assert s3['ran_now'] == 1 and json.loads(Path(store.path(rid, 'error.json')).read_text())['attempts'] == 2
+
+
+def test_hyper_grid_file_and_spec_errors(tmp_path):
+    hyper = tmp_path / 'g.hyper'
+    hyper.write_text('learning_rate choice [0.001, 0.0003]\n# a comment\ngca_heads choice [4, 8]\n')
+    assert read_hyper_grid(hyper) == {'learning_rate': [0.001, 0.0003], 'gca_heads': [4, 8]}
+    (tmp_path / 'bad.hyper').write_text('learning_rate loguniform -8,0\n')
+    with pytest.raises(ConfigError, match=r'bad.hyper line 1: \[loguniform\] is a distribution'):
+        read_hyper_grid(tmp_path / 'bad.hyper')
+    path = write_spec(tmp_path, models={'ABXI_GCA': {'grid_file': 'g.hyper'}})
+    assert load_spec(path)['models']['ABXI_GCA']['grid'] == {'learning_rate': [0.001, 0.0003], 'gca_heads': [4, 8]}
+    with pytest.raises(ConfigError, match=r'spec.yaml: unknown keys \[.colour.\]'):
+        load_spec(write_spec(tmp_path, colour='red'))
+    with pytest.raises(ConfigError, match='seeds missing or empty'):
+        load_spec(write_spec(tmp_path, seeds=[]))
+
+
+def test_shipped_sweep_specs_load():
+    folder = REPO / 'properties' / 'sweep'
+    specs = sorted(folder.glob('*.yaml'))
+    assert len(specs) >= 2
+    for f in specs:
+        spec = load_spec(f)
+        assert spec['datasets'] and spec['seeds'] and spec['models']
+    paper = load_spec(folder / 'abxi_paper_grid.yaml')
+    grid = paper['models']['ABXI_GCA']['grid']
+    assert {'gca_positions', 'gca_activation', 'gca_heads', 'gca_layernorm'} <= set(grid)
+    assert len(paper['seeds']) == 5 and paper['param_matched']
