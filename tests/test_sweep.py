@@ -2,7 +2,6 @@
 engine, resume after a kill, failed runs recorded and retried on request, .hyper grids."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

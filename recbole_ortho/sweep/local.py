@@ -9,7 +9,6 @@ run again on resume.
 """
 
 import ctypes
-import json
 import os
 import signal
 import subprocess

@@ -152,7 +152,6 @@ def expand(spec, data_root=None):
     model widened to it (``param_match``, the grid point's settings passed on so the target is
     built alike). Needs the datasets prepared (it fingerprints them and counts parameters)."""
     import sys
-    import recbole_ortho
     from recbole.utils import init_seed
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset, ensure_prepared, files_signature
