@@ -146,3 +146,30 @@ def test_shipped_sweep_specs_load():
     grid = paper['models']['ABXI_GCA']['grid']
     assert {'gca_positions', 'gca_activation', 'gca_heads', 'gca_layernorm'} <= set(grid)
     assert len(paper['seeds']) == 5 and paper['param_matched']
+
+
+def test_run_hyper_selects_on_validation(tiny, tmp_path):
+    _, cfg = tiny
+    hyper = tmp_path / 'tiny.hyper'
+    hyper.write_text("gca_activation choice ['sigmoid', 'tanh']\nlearning_rate choice [0.001, 0.01]\n")
+    args = [f'--{k}={v}' for k, v in dict(cfg, **SMALL).items() if k not in ('state',)]
+    out = subprocess.run([sys.executable, str(REPO / 'run_hyper.py'), '--model=ABXI_GCA', '--dataset=tiny',
+                          f'--params_file={hyper}', f'--output_file={tmp_path / "h.result"}', *args],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / 'h.result.json').read_text())
+    assert len(summary['trials']) == 4                                  # the exhaustive grid
+    scores = [t['valid_score'] for t in summary['trials']]
+    assert summary['best_valid_score'] == max(scores) and summary['selected_on'].startswith('validation')
+    best = summary['trials'][summary['best_trial']]
+    assert json.loads(Path(summary['best_result_file']).read_text())['best_valid_score'] == best['valid_score']
+    assert 'Valid result' in (tmp_path / 'h.result').read_text()
+    assert {tuple(sorted(t['params'].items())) for t in summary['trials']} == {
+        (('gca_activation', a), ('learning_rate', lr)) for a in ('sigmoid', 'tanh') for lr in (0.001, 0.01)}
+
+
+def test_shipped_hyper_files_parse():
+    from recbole.trainer import HyperTuning
+    for f in sorted((REPO / 'properties' / 'hyper').glob('*.hyper')):
+        assert HyperTuning(lambda *a: None, params_file=str(f), algo='exhaustive' if 'loguniform' not in f.read_text()
+                           else __import__('hyperopt').rand.suggest).space
