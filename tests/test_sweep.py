@@ -173,3 +173,19 @@ def test_shipped_hyper_files_parse():
     for f in sorted((REPO / 'properties' / 'hyper').glob('*.hyper')):
         assert HyperTuning(lambda *a: None, params_file=str(f), algo='exhaustive' if 'loguniform' not in f.read_text()
                            else __import__('hyperopt').rand.suggest).space
+
+
+def test_ray_engine_writes_the_same_run_store(tiny, tmp_path):
+    """A small sweep on a local Ray cluster (2 CPUs, one CPU per trial): the same run ids and
+    result files as the local engine; a second call runs nothing."""
+    pytest.importorskip('ray')
+    _, cfg = tiny
+    spec = write_spec(tmp_path, models={'ABXI': {}}, param_matched=False)
+    kw = dict(engine='ray', show_progress=False, data_path=cfg['data_path'], cache_dir=cfg['cache_dir'],
+              num_cpus=2, cpus_per_trial=1)
+    summary = run_sweep(spec, tmp_path / 'ray_sw', **kw)
+    assert summary['states']['finished'] == summary['ran_now'] == 2 and summary['engine'] == 'ray'
+    local = expand(load_spec(spec), data_root=cfg['data_path'])
+    ids = {s['run_id'] for s, _ in RunStore(tmp_path / 'ray_sw').results()}
+    assert ids == {r.run_id for r in local}
+    assert run_sweep(spec, tmp_path / 'ray_sw', **kw)['ran_now'] == 0

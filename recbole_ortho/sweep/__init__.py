@@ -58,8 +58,11 @@ def run_sweep(spec_path, sweep_dir, engine='local', workers=1, threads=1, retry_
     if engine == 'local':
         from recbole_ortho.sweep.local import run_local
         done = run_local(store, todo, paths, workers=workers, threads=threads, show_progress=show_progress)
+    elif engine == 'ray':
+        from recbole_ortho.sweep.ray_engine import run_ray
+        done = run_ray(store, todo, paths, show_progress=show_progress, **engine_args)
     else:
-        raise ValueError(f"engine: [{engine}] must be 'local'")
+        raise ValueError(f"engine: [{engine}] must be 'local' or 'ray'")
     wall = time.perf_counter() - t0
     overhead = []
     for rid, d in done.items():
