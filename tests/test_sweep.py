@@ -2,6 +2,7 @@
 engine, resume after a kill, failed runs recorded and retried on request, .hyper grids."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def test_local_sweep_runs_everything_once(tiny, tmp_path):
     for spec_json, res in results:
         assert res['model'] == 'ABXI_GCA' and res['trace'] and 'ortho_cos_a@gca0' in res['test']['all']
         assert res['config']['seed'] == spec_json['seed'] and res['config']['save_model'] is False
+        assert not os.path.isabs(res['config']['data_path']) and str(tmp_path) not in json.dumps(res)
         assert (Path(store.path(spec_json['run_id'])) / 'stdout.log').is_file()
     assert summary['overhead_s_median'] is not None and summary['runs_per_hour'] > 0
     again = run_sweep(spec, tmp_path / 'sw', workers=2, show_progress=False, data_path=cfg['data_path'],

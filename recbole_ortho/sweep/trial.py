@@ -17,12 +17,14 @@ def trial_config(spec, paths, threads):
     """The config_dict of a trial: the run's settings and seed, the sweep's data paths, this run's
     folder for outputs; no checkpoint (the best epoch is kept in memory)."""
     run_dir = paths['run_dir']
+
+    def rel(p):                                   # relative to the run's folder (the trial's cwd): no
+        return os.path.relpath(p, run_dir) + os.sep   # machine-specific path lands in result.json
+
     cfg = dict(spec['settings'], seed=spec['seed'])
-    cfg.update({'data_path': paths['data_path'], 'cache_dir': paths['cache_dir'],
-                'checkpoint_dir': os.path.join(run_dir, 'saved') + os.sep,
-                'tensorboard_dir': os.path.join(run_dir, 'tb') + os.sep,
-                'result_file': os.path.join(run_dir, 'result.json'), 'show_progress': False,
-                'threads': threads})
+    cfg.update({'data_path': rel(paths['data_path']), 'cache_dir': rel(paths['cache_dir']),
+                'checkpoint_dir': 'saved' + os.sep, 'tensorboard_dir': 'tb' + os.sep,
+                'result_file': 'result.json', 'show_progress': False, 'threads': threads})
     cfg.setdefault('save_model', False)
     return cfg
 
