@@ -186,6 +186,7 @@ def expand(spec, data_root=None):
                     settings = dict(spec['settings'], **m['settings'], **point, param_match=model)
                     runs += [_run(base, dataset, seed, settings, f'param-matched to {model} ({n:,} parameters)',
                                   base_cfg_b, fingerprint) for seed in spec['seeds']]
+        runs.sort(key=lambda r: spec['seeds'].index(r.seed))     # seed by seed: a partial sweep covers every setting
         ids = [r.run_id for r in runs]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
