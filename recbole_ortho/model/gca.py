@@ -380,6 +380,14 @@ def parse_positions(value):
     return out
 
 
+def _choice(config, key, options):
+    """``config[key]`` as a string that must be one of ``options`` (else a ConfigError naming the key)."""
+    value = str(config[key])
+    if value not in options:
+        raise ConfigError(f'{key}: [{value}] must be one of {list(options)}')
+    return value
+
+
 class GCAStages(nn.ModuleDict):
     r"""GCA layers between the two domain threads of a model, at named stages, both directions.
 
@@ -423,8 +431,8 @@ class GCAStages(nn.ModuleDict):
     other input; steps where it exists); ``_b`` for B attending to A
     (:func:`~recbole_ortho.model.ortho.stat_name`).
 
-    Parameters: ``2 * len(gca_positions) * (7 d^2 + 6 d [+ 2 d with LayerNorm])``
-    (:meth:`num_parameters`).
+    Parameters: ``2 * len(gca_positions) * GatedCrossAttention.num_parameters(d, gca_layernorm, gca_gate)``
+    (``7 d^2 + 6 d [+ 2 d]`` per layer with the vector gate; :meth:`num_parameters`).
     """
 
     def __init__(self, config, d_model, n_stages, query_steps=('occurrence',), layer_norm_eps=1e-5):
@@ -433,24 +441,16 @@ class GCAStages(nn.ModuleDict):
         if bad:
             raise ConfigError(f'gca_positions: {bad} not in [0, {n_stages}] (0 = after the embeddings, '
                               f'i = after block i of {n_stages})')
-        steps = str(config['gca_query_steps'])
-        if steps not in query_steps:
-            raise ConfigError(f'gca_query_steps: [{steps}] must be one of {list(query_steps)} for this model')
-        activation = str(config['gca_activation'])
-        if activation not in GatedCrossAttention.ACTIVATIONS:
-            raise ConfigError(f'gca_activation: [{activation}] must be one of {list(GatedCrossAttention.ACTIVATIONS)}')
+        steps = _choice(config, 'gca_query_steps', query_steps)
+        activation = _choice(config, 'gca_activation', GatedCrossAttention.ACTIVATIONS)
         heads = config['gca_heads']
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or d_model % heads:
             raise ConfigError(f'gca_heads: [{heads}] must be a positive integer dividing the hidden size ({d_model})')
-        gate_input = str(config['gca_gate_input'])
-        if gate_input not in GatedCrossAttention.GATE_INPUTS:
-            raise ConfigError(f'gca_gate_input: [{gate_input}] must be one of {list(GatedCrossAttention.GATE_INPUTS)}')
+        gate_input = _choice(config, 'gca_gate_input', GatedCrossAttention.GATE_INPUTS)
         dropout = config['gca_dropout']
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f'gca_dropout: [{dropout}] must be a number in [0, 1)')
-        gate = str(config['gca_gate'])
-        if gate not in GatedCrossAttention.GATES:
-            raise ConfigError(f'gca_gate: [{gate}] must be one of {list(GatedCrossAttention.GATES)}')
+        gate = _choice(config, 'gca_gate', GatedCrossAttention.GATES)
         weight = config['gca_ortho_weight']
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise ConfigError(f'gca_ortho_weight: [{weight}] must be a number >= 0')
