@@ -69,8 +69,11 @@ def _fake_store(root):
             if ortho is not None:
                 dom[d][f'ortho_cos_{direction}@gca0'] = ortho
                 dom[d][f'ortho_cos_{direction}@gca0/paper'] = ortho / 2
+        trace = [{'epoch': e, 'train_loss': 5.0 - e, 'valid_score': 0.1 * e, 'valid': {'all': {
+            **({'ortho_cos_a@gca0/paper': 0.3 - 0.05 * e, 'ortho_cos_b@gca0/paper': 0.3 - 0.05 * e} if ortho else {})}}}
+            for e in range(3)]
         res = {'test': dom, 'valid': dom, 'n_params': n, 'epochs_run': 4, 'best_epoch': 3, 'wall_time_s': 10.0,
-               'trace': [], 'model': model}
+               'trace': trace, 'model': model}
         if pm:
             res['param_match'] = {'target_model': pm, 'target_n_params': n}
         d = store.path(rid)
@@ -105,6 +108,11 @@ def test_report_from_a_run_store(tmp_path):
     text = open(page).read()
     assert '| ABXI_GCA | gca_positions=[0] | 3 | 120 |' in text and 'Holm' in text and 'can never reach 0.05' in text
     plots = tmp_path / 'out' / 'fk_plots'
-    for name in ('ortho_vs_ndcg10_fk_ABXI_GCA', 'ndcg10_vs_params_fk'):
+    import csv
+    curves = {(r['series'], int(r['epoch'])): (float(r['mean']), int(r['seeds']))
+              for r in csv.DictReader(open(plots / 'training_curves_fk_ABXI_GCA.csv'))}
+    assert curves[('ortho', 2)][0] == pytest.approx(0.2) and curves[('ortho', 2)][1] == 3
+    assert curves[('valid_score', 1)][0] == pytest.approx(0.1)
+    for name in ('ortho_vs_ndcg10_fk_ABXI_GCA', 'ndcg10_vs_params_fk', 'training_curves_fk_ABXI_GCA'):
         assert (plots / f'{name}.png').stat().st_size > 1000 and (plots / f'{name}.csv').is_file()
         assert f'fk_plots/{name}.png' in text

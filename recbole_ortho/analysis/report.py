@@ -123,7 +123,9 @@ def _write_csv(path, header, rows):
 
 
 def plots(rows, out_dir, stat='paper', metric='ndcg@10'):
-    """The paper's figures as PNG plus the CSV behind each; returns ``{name: png path}``."""
+    """The paper's figures as PNG plus the CSV behind each: the orthogonality-NDCG scatter per
+    model, NDCG against parameters per dataset, and the validation score and orthogonality over
+    epochs (from ``trace``) per model; returns ``{name: png path}``."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -175,7 +177,51 @@ def plots(rows, out_dir, stat='paper', metric='ndcg@10'):
         _write_csv(os.path.join(out_dir, name + '.csv'),
                    ['model', 'variant', 'domain', 'n_params', 'mean', 'std', 'ci_low', 'ci_high', 'n'], csv_rows)
         made[name] = png
+    for ds, model in models:
+        rs = [r for r in rows if r['dataset'] == ds and r['model'] == model and r['trace']]
+        if not rs:
+            continue
+        name = f'training_curves_{ds}_{model}'
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
+        csv_rows = []
+        for variant in sorted({r['variant'] for r in rs}):
+            curves = [_curve(r['trace'], stat) for r in rs if r['variant'] == variant]
+            for key, ax in (('valid_score', ax1), ('ortho', ax2)):
+                by_epoch = defaultdict(list)
+                for c in curves:
+                    for epoch, v in c[key]:
+                        by_epoch[epoch].append(v)
+                epochs = sorted(by_epoch)
+                means = [float(np.mean(by_epoch[e])) for e in epochs]
+                ax.plot(epochs, means, marker='.', label=variant)
+                csv_rows += [[variant, key, e, m, len(by_epoch[e])] for e, m in zip(epochs, means)]
+        ax1.set_xlabel('epoch')
+        ax1.set_ylabel('validation score (mean over seeds)')
+        ax2.set_xlabel('epoch')
+        ax2.set_ylabel(f'validation {label}, all users')
+        ax2.legend(fontsize=6)
+        fig.suptitle(f'{model} on {ds}')
+        fig.tight_layout()
+        png = os.path.join(out_dir, name + '.png')
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        _write_csv(os.path.join(out_dir, name + '.csv'), ['variant', 'series', 'epoch', 'mean', 'seeds'], csv_rows)
+        made[name] = png
     return made
+
+
+def _curve(trace, stat):
+    """``{'valid_score': [(epoch, v)], 'ortho': [(epoch, v)]}`` of one run's trace (validated epochs;
+    the orthogonality statistic averaged over both directions and stages, all users)."""
+    out = {'valid_score': [], 'ortho': []}
+    for e in trace:
+        if 'valid' not in e:
+            continue
+        out['valid_score'].append((e['epoch'], e['valid_score']))
+        v = np.nanmean([ortho_value(e['valid']['all'], d, stat) for d in 'ab'])
+        if not math.isnan(v):
+            out['ortho'].append((e['epoch'], float(v)))
+    return out
 
 
 def _fmt(m, digits=4):
