@@ -59,6 +59,59 @@ def test_packed_attention_matches_dense_and_gradcheck(self_attn, zero_empty, kee
 
 
 
+@pytest.mark.parametrize('self_attn', [True, False])
+def test_packed_attention_dropout_matches_dense_reference_and_gradcheck(self_attn):
+    """dropout_p > 0: the probabilities of each chunk are multiplied by keep / (1 - p), the keep
+    mask drawn by keep_mask on the chunk's [H, n, lq, lk] probabilities; the output equals a dense
+    reference with the same mask (one chunk, same seed), and the hand-written backward passes
+    gradcheck (the seed is reset before every call, so the mask is fixed)."""
+    torch.manual_seed(0)
+    n_seq, L, H, dh, p = 4, 6, 2, 3, 0.5
+    d = H * dh
+    qm = torch.rand(n_seq, L) > 0.3
+    km = qm if self_attn else torch.rand(n_seq, L) > 0.3
+    allowed = km[:, None, :] & torch.ones(L, L, dtype=torch.bool).tril()[None]
+    qi, ki = torch.nonzero(qm.reshape(-1)).squeeze(1), torch.nonzero(km.reshape(-1)).squeeze(1)
+    q = torch.randn(qi.numel(), 3 * d if self_attn else d, dtype=torch.double, requires_grad=True)
+    kv = None if self_attn else torch.randn(ki.numel(), 2 * d, dtype=torch.double, requires_grad=True)
+    inputs = (q,) if self_attn else (q, kv)
+
+    for many in (True, False):
+        chunks = attention_chunks(qi, ki, n_seq, L, L, max_chunk_bytes=200 if many else 1 << 30, row_bytes=8)
+
+        def f(*t):
+            torch.manual_seed(7)
+            return packed_attention(t[0], None if self_attn else t[1], chunks, allowed, H, dropout_p=p)
+
+        torch.autograd.gradcheck(f, inputs)
+        with torch.no_grad():                      # the no-grad path draws the same masks
+            assert torch.equal(f(*inputs), f(*[x.detach() for x in inputs]))
+    # dense reference on the single chunk
+    c, = chunks
+    qq, kk, vv = (q[:, :d], q[:, d:2 * d], q[:, 2 * d:]) if self_attn else (q, kv[:, :d], kv[:, d:])
+    ki_ = qi if self_attn else ki
+
+    def grid(x, idx, length):
+        g = x.new_zeros(n_seq * L, d)
+        g[idx] = x
+        return g.view(n_seq, L, H, dh).permute(2, 0, 1, 3)[:, c.seqs, :length]        # [H, n, l, dh]
+
+    Q, K, V = grid(qq, qi, c.lq), grid(kk, ki_, c.lk), grid(vv, ki_, c.lk)
+    m = allowed[c.seqs][:, None, :c.lq, :c.lk].permute(1, 0, 2, 3)
+    has = m.any(-1)
+    S = (Q @ K.transpose(-1, -2)) * dh ** -0.5
+    P = torch.softmax(S.masked_fill(~(m | ~has[..., None]), float('-inf')), dim=-1)
+    torch.manual_seed(7)
+    keep = keep_mask(P, p)
+    O = (P * keep / (1 - p)) @ V * has[..., None]                                      # [H, n, lq, dh]
+    ref = O.permute(1, 2, 0, 3).reshape(-1, d)
+    slot = {int(s): i for i, s in enumerate(c.seqs)}
+    rows = torch.tensor([slot[int(i) // L] * c.lq + int(i) % L for i in qi])
+    out = f(*inputs)
+    assert torch.allclose(out, ref[rows], atol=1e-12)
+    assert not torch.allclose(out, packed_attention(*(inputs if not self_attn else (q, None)), chunks, allowed, H))
+
+
 # ------------------------------------------------------------------ SwiGLUFunction
 def test_swiglu_fused_backward_matches_autograd():
     torch.manual_seed(0)

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import torch
 
+from recbole_ortho.model.kernels.dropout import keep_mask
+
 
 class AttentionChunk(SimpleNamespace):
     """One chunk of :func:`attention_chunks`: ``n`` sequences (``seqs``, or the range ``s0:s1``)
@@ -164,9 +166,10 @@ def _chunk_probs(Qs, Ks, c, allowed):
     return torch.softmax(s.mul_(Qs[0].size(-1) ** -0.5).add_(bias), dim=-1), has
 
 
-def _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty=True, keep=None, keep_grids=None):
+def _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty=True, keep=None, keep_grids=None,
+                    dropout_p=0.0, keep_drop=None):
     """Forward of :func:`packed_attention`; the chunks' probabilities are appended to ``keep``,
-    their grids to ``keep_grids``."""
+    their grids to ``keep_grids``, their dropout keep masks (``dropout_p > 0``) to ``keep_drop``."""
     d = q.size(1) if kv is not None else q.size(1) // 3
     out = q.new_empty(q.size(0), d)                 # every query row is in exactly one chunk
     for c in chunks:
@@ -175,13 +178,24 @@ def _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty=True, keep=None,
             keep_grids.append(grids)
         Qs, Ks, Vs = _chunk_views(q, kv, c, n_heads, grids)
         P, has = _chunk_probs(Qs, Ks, c, allowed)
-        o = torch.stack([torch.bmm(P[h], V) for h, V in enumerate(Vs)], dim=2).view(c.n * c.lq, d)
+        Pv = P
+        if dropout_p:
+            m = keep_mask(P, dropout_p)
+            Pv = _dropped(P, m, dropout_p)
+            if keep_drop is not None:
+                keep_drop.append(m)
+        o = torch.stack([torch.bmm(Pv[h], V) for h, V in enumerate(Vs)], dim=2).view(c.n * c.lq, d)
         if zero_empty:
             o = o * has.reshape(-1, 1).to(o.dtype)
         out.index_copy_(0, c.q_rows, o.index_select(0, c.q_local))
         if keep is not None:
             keep.append(P)
     return out
+
+
+def _dropped(P, keep, p):
+    """``P * keep / (1 - p)`` (dropout of attention probabilities with the keep mask ``keep``)."""
+    return torch.mul(P, keep.view(torch.uint8)).mul_(1.0 / (1.0 - p))
 
 
 class PackedAttention(torch.autograd.Function):
@@ -191,21 +205,25 @@ class PackedAttention(torch.autograd.Function):
     the cheap row -> grid copies."""
 
     @staticmethod
-    def forward(ctx, q, kv, chunks, allowed, n_heads, zero_empty, keep_grids):
-        probs, grids = [], ([] if keep_grids else None)
-        out = _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty, keep=probs, keep_grids=grids)
+    def forward(ctx, q, kv, chunks, allowed, n_heads, zero_empty, keep_grids, dropout_p=0.0):
+        probs, grids, drops = [], ([] if keep_grids else None), []
+        out = _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty, keep=probs, keep_grids=grids,
+                              dropout_p=dropout_p, keep_drop=drops)
         if keep_grids:      # the grids hold the rows: q / kv are not kept
-            ctx.save_for_backward(*probs, *[g for qg, kg in grids for g in ((qg,) if kg is qg else (qg, kg))])
+            ctx.save_for_backward(*probs, *drops, *[g for qg, kg in grids for g in ((qg,) if kg is qg else (qg, kg))])
         else:
-            ctx.save_for_backward(*probs, q, kv)
-        ctx.args = (chunks, allowed, n_heads, zero_empty, keep_grids, q.shape, None if kv is None else kv.shape)
+            ctx.save_for_backward(*probs, *drops, q, kv)
+        ctx.args = (chunks, allowed, n_heads, zero_empty, keep_grids, q.shape, None if kv is None else kv.shape,
+                    dropout_p)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        chunks, allowed, n_heads, zero_empty, keep_grids, q_shape, kv_shape = ctx.args
+        chunks, allowed, n_heads, zero_empty, keep_grids, q_shape, kv_shape, p_drop = ctx.args
         saved = ctx.saved_tensors
-        probs, rest = saved[:len(chunks)], saved[len(chunks):]
+        n_drop = len(chunks) if p_drop else 0
+        probs, rest = saved[:len(chunks)], saved[len(chunks) + n_drop:]
+        drops = saved[len(chunks):len(chunks) + n_drop] if p_drop else [None] * len(chunks)
         self_attn = kv_shape is None
         q = kv = None
         if keep_grids:
@@ -217,17 +235,20 @@ class PackedAttention(torch.autograd.Function):
         scale = (d // n_heads) ** -0.5
         gq = grad.new_empty(q_shape)                # every query row is in exactly one chunk
         gkv = None if self_attn else grad.new_zeros(kv_shape)
-        for c, P, gr in zip(chunks, probs, grids):
+        for c, P, gr, m in zip(chunks, probs, grids, drops):
             n, lq, lk = c.n, c.lq, c.lk
+            Pv = P if m is None else _dropped(P, m, p_drop)
             Qs, Ks, Vs = _chunk_views(q, kv, c, n_heads, gr)
             go = _to_grid(grad, c.q_src, c.q_pad)
             if zero_empty:
                 go = go * _chunk_mask(allowed, c).any(-1).reshape(-1, 1).to(go.dtype)
             dOs = _head_views(go, n, lq, 1, n_heads)
-            dV = [torch.bmm(P[h].transpose(1, 2), dO) for h, dO in enumerate(dOs)]
+            dV = [torch.bmm(Pv[h].transpose(1, 2), dO) for h, dO in enumerate(dOs)]
             dP = torch.empty_like(P)
             for h, (dO, V) in enumerate(zip(dOs, Vs)):
                 torch.bmm(dO, V.transpose(1, 2), out=dP[h])
+            if m is not None:                       # through the dropout of the probabilities
+                dP = _dropped(dP, m, p_drop)
             dS = dP.sub_((dP * P).sum(-1, keepdim=True)).mul_(P).mul_(scale)
             dQ = [torch.bmm(dS[h], K) for h, K in enumerate(Ks)]
             dK = [torch.bmm(dS[h].transpose(1, 2), Q) for h, Q in enumerate(Qs)]
@@ -238,10 +259,11 @@ class PackedAttention(torch.autograd.Function):
                 gq.index_copy_(0, c.q_rows, torch.stack(dQ, dim=2).view(n * lq, d).index_select(0, c.q_local))
                 g = torch.stack(dK + dV, dim=2).view(n * lk, 2 * d)
                 gkv.index_copy_(0, c.k_rows, g.index_select(0, c.k_local))
-        return gq, gkv, None, None, None, None, None
+        return gq, gkv, None, None, None, None, None, None
 
 
-def packed_attention(q, kv, chunks, allowed, n_heads, len_q=None, len_k=None, zero_empty=True, keep_grids=False):
+def packed_attention(q, kv, chunks, allowed, n_heads, len_q=None, len_k=None, zero_empty=True, keep_grids=False,
+                     dropout_p=0.0):
     """Multi-head attention on packed rows: ``q [Rq, d]`` (projected queries) attends to
     ``kv [Rk, 2d]`` (projected keys and values side by side) of the same sequence under
     ``allowed [n_seq, Lq, Lk]`` (or ``[n_seq, 1, Lq, Lk]``); ``chunks`` from
@@ -254,12 +276,16 @@ def packed_attention(q, kv, chunks, allowed, n_heads, len_q=None, len_k=None, ze
     V`` with batched matmuls, no batch-wide ``[n_seq, L, .]`` grid); in training only the rows
     and the chunks' attention probabilities are kept (with ``keep_grids`` also the chunks'
     grids, saving their rebuild in backward at the cost of memory), and the backward is written
-    out (:class:`PackedAttention`)."""
+    out (:class:`PackedAttention`).
+
+    ``dropout_p > 0``: dropout on the attention probabilities (as ``torch.nn.MultiheadAttention``'s
+    ``dropout``: ``P * keep / (1 - p)``, keep masks from :func:`~recbole_ortho.model.kernels.keep_mask`,
+    kept for backward as bytes); callers pass it in training only."""
     if allowed.dim() == 3:
         allowed = allowed.unsqueeze(1)
     if torch.is_grad_enabled() and (q.requires_grad or (kv is not None and kv.requires_grad)):
-        return PackedAttention.apply(q, kv, chunks, allowed, n_heads, zero_empty, keep_grids)
-    return _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty)
+        return PackedAttention.apply(q, kv, chunks, allowed, n_heads, zero_empty, keep_grids, float(dropout_p))
+    return _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty, dropout_p=float(dropout_p))
 
 
 
