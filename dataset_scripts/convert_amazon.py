@@ -10,6 +10,10 @@ Examples::
         --input_a ratings_Grocery_and_Gourmet_Food.csv.gz --input_b ratings_Home_and_Kitchen.csv.gz \\
         --meta_a meta_Grocery_and_Gourmet_Food.json.gz --meta_b meta_Home_and_Kitchen.json.gz \\
         --out dataset --name food_kitchen_raw --recipe abxi --item_min 10 --max_len 50
+    python dataset_scripts/convert_amazon.py --format amazon2018 \\
+        --input_a Clothing_Shoes_and_Jewelry.json.gz --input_b Sports_and_Outdoors.json.gz \\
+        --meta_a meta_Clothing_Shoes_and_Jewelry.json.gz --meta_b meta_Sports_and_Outdoors.json.gz \\
+        --out dataset --name cloth_sport --recipe llm4cdsr --start 1514736000 --end 1577808000
 """
 
 from __future__ import annotations
@@ -26,9 +30,22 @@ except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from recbole_ortho.data.converters import amazon
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ('true', 'false', '1', '0', 'yes', 'no'):
+        raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+    return value in ('true', '1', 'yes')
+
+
+def _shared(text: str) -> str:
+    if text not in ('keep', 'drop'):
+        raise argparse.ArgumentTypeError(f"expected keep or drop, got {text!r}")
+    return text
+
+
 #: recipe options settable from the command line, with their types
 _OPTIONS = {'item_min': int, 'max_len': int, 'user_min_per_domain': int, 'user_min': int,
-            'start': float, 'end': float}
+            'start': float, 'end': float, 'rating_min': float, 'strict': _bool, 'shared_items': _shared}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         'map_user_*.txt and optionally item_titles.tsv')
     parser.add_argument('--input_a', help='raw formats: interaction file of domain A (plain or .gz)')
     parser.add_argument('--input_b', help='raw formats: interaction file of domain B (plain or .gz)')
-    parser.add_argument('--meta_a', help='raw formats: optional metadata file of domain A (item titles)')
-    parser.add_argument('--meta_b', help='raw formats: optional metadata file of domain B (item titles)')
+    parser.add_argument('--meta_a', help='raw formats: optional metadata file of domain A (item titles; '
+                                         'amazon2018: also brand, category, price, description)')
+    parser.add_argument('--meta_b', help='raw formats: optional metadata file of domain B')
     parser.add_argument('--out', default='dataset', help='output folder (default: dataset)')
     parser.add_argument('--name', required=True, help='dataset name, e.g. food_kitchen')
     parser.add_argument('--recipe', default='abxi', choices=sorted(amazon.RECIPE_DEFAULTS),

