@@ -38,6 +38,22 @@ def write_tiny_dataset(root, name='tiny', n_users=40, n_a=30, n_b=40, seed=0, mi
     return seqs
 
 
+ITEM_WORDS = ('tea', 'pan', 'knife', 'coffee', 'spoon', 'rice', 'kettle', 'sauce', 'bowl', 'honey')
+
+
+def write_tiny_items(root, name='tiny', n_a=30, n_b=40, empty_every=7):
+    """Write ``<name>_A.item`` / ``<name>_B.item`` with a title for every item of
+    :func:`write_tiny_dataset` (``a<k>`` / ``b<k>``), empty for every ``empty_every``-th one."""
+    for dom, pre, n in (('A', 'a', n_a), ('B', 'b', n_b)):
+        path = Path(root) / name / f'{name}_{dom}' / f'{name}_{dom}.item'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, 'w') as f:
+            f.write('item_id:token\ttitle:token\n')
+            for k in range(n):
+                title = '' if k % empty_every == 3 else f'{ITEM_WORDS[k % len(ITEM_WORDS)].title()} {pre} pack of {k}'
+                f.write(f'{pre}{k}\t{title}\n')
+
+
 def tiny_config_dict(tmp_path, **over):
     d = {'data_path': str(tmp_path / 'data') + os.sep, 'cache_dir': str(tmp_path / 'cache'),
          'checkpoint_dir': str(tmp_path / 'saved'), 'tensorboard_dir': str(tmp_path / 'tb'),
@@ -52,6 +68,7 @@ def tiny(tmp_path, monkeypatch):
     """A tiny dataset on disk and the config dict that points at it (cwd = tmp_path)."""
     monkeypatch.chdir(tmp_path)
     seqs = write_tiny_dataset(tmp_path / 'data')
+    write_tiny_items(tmp_path / 'data')             # item titles (LLM4CDSR's text features)
     return seqs, tiny_config_dict(tmp_path)
 
 

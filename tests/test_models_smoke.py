@@ -106,3 +106,50 @@ def test_param_match_reaches_the_gca_count_by_the_layer_formula(tiny):
     assert res['n_params'] == abxi_parameter_count(n_items, L, d, h, SMALL['rd'], SMALL['ri'])
     assert abs(res['n_params'] - target) <= per_unit / 2 and abs(pm['rel_diff']) <= 0.02
     assert res['config']['inner_size'] == h
+
+
+# ------------------------------------------------------------------ LLM4CDSR family
+LLM_SMALL = dict(hidden_size=16, inner_size=16, text_domain_dim=16, text_global_dim=24, epochs=1, save_model=False)
+
+
+@pytest.mark.parametrize('quirks', [False, True])
+def test_llm4cdsr_one_epoch(tiny, quirks):
+    seqs, cfg = tiny
+    extra = dict(causal_attention=False, global_emb_scale='table', independent_negatives=True,
+                 negatives_skip_last_item=True, empty_thread='official', profile_include_valid=True) if quirks else {}
+    res = run_recbole_ortho(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **LLM_SMALL, **extra))
+    _check(res, len(seqs))
+    assert set(res['trace'][0]) >= {'loss_a', 'loss_b', 'loss_reg', 'loss_user'}
+    for d in ('A', 'B'):
+        assert res['test'][d]['n_users'] > 0 and 0.0 <= res['test'][d]['hit@10'] <= 1.0
+
+
+@pytest.mark.parametrize('act,heads,ln,gate,positions', [('sigmoid', 4, True, 'vector', [0]),
+                                                         ('tanh', 8, False, 'vector', [1]),
+                                                         ('sigmoid', 4, True, 'scalar', [0, 2]),
+                                                         ('tanh', 4, True, 'none', [2])])
+def test_llm4cdsr_gca_one_epoch_each_option(tiny, act, heads, ln, gate, positions):
+    seqs, cfg = tiny
+    res = run_recbole_ortho(model='LLM4CDSR_GCA', dataset='tiny', config_dict=dict(
+        cfg, **LLM_SMALL, gca_activation=act, gca_heads=heads, gca_layernorm=ln, gca_gate=gate,
+        gca_positions=positions))
+    _check(res, len(seqs))
+    for p in positions:
+        for k in (f'ortho_cos_a@gca{p}', f'ortho_cos_b@gca{p}'):
+            assert 0.0 <= res['test']['all'][k] <= 1.0
+            assert 0.0 <= res['test']['all'][k + '/paper'] <= 1.0
+            assert k in res['trace'][-1]['valid']['all']
+
+
+def test_llm4cdsr_param_match_and_no_profile_term(tiny):
+    seqs, cfg = tiny
+    gca = run_recbole_ortho(model='LLM4CDSR_GCA', dataset='tiny', config_dict=dict(cfg, **LLM_SMALL))
+    res = run_recbole_ortho(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **LLM_SMALL,
+                                                                              param_match='LLM4CDSR_GCA'))
+    assert res['param_match']['target_n_params'] == gca['n_params']
+    assert abs(res['n_params'] - gca['n_params']) <= 0.02 * gca['n_params']
+    assert res['config']['inner_size'] > LLM_SMALL['inner_size']
+    off = run_recbole_ortho(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **LLM_SMALL, user_weight=0.0,
+                                                                              user_profile='none'))
+    assert 'loss_user' not in off['trace'][0]
+    _check(off, len(seqs))
