@@ -191,3 +191,30 @@ def test_ray_engine_writes_the_same_run_store(tiny, tmp_path):
     ids = {s['run_id'] for s, _ in RunStore(tmp_path / 'ray_sw').results()}
     assert ids == {r.run_id for r in local}
     assert run_sweep(spec, tmp_path / 'ray_sw', **kw)['ran_now'] == 0
+
+
+@pytest.mark.parametrize('path', sorted((Path(__file__).resolve().parents[1] / 'properties' / 'sweep').glob('*.yaml')),
+                         ids=lambda p: p.name)
+def test_shipped_sweep_specs_load_and_name_known_models_and_keys(path):
+    """Every shipped spec loads, its models exist and every setting / grid key is a key of the model's
+    property files or of overall.yaml (a typo would otherwise only fail hours into a sweep)."""
+    import yaml
+    from conftest_models import model_defaults
+    from recbole_ortho.utils import get_model
+    spec = load_spec(str(path))
+    overall = yaml.safe_load(open(Path(__file__).resolve().parents[1] / 'properties' / 'overall.yaml'))
+    for name, entry in spec['models'].items():
+        known = set(model_defaults(get_model(name))) | set(overall)
+        grid = (entry or {}).get('grid') or {}
+        unknown = (set(grid) | set(spec.get('settings') or {})) - known
+        assert not unknown, f'{path.name}: {name}: unknown keys {sorted(unknown)}'
+
+
+@pytest.mark.parametrize('path', sorted((Path(__file__).resolve().parents[1] / 'properties' / 'hyper').glob('*.hyper')),
+                         ids=lambda p: p.name)
+def test_shipped_hyper_files_name_known_keys(path):
+    """Every shipped .hyper file parses (RecBole's syntax) and names keys of the model it is for."""
+    from conftest_models import model_defaults
+    name = {'abxi': 'ABXI', 'abxi_gca': 'ABXI_GCA', 'llm4cdsr': 'LLM4CDSR', 'llm4cdsr_gca': 'LLM4CDSR_GCA'}[path.stem]
+    keys = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    assert keys and not set(keys) - set(model_defaults(name))
