@@ -239,10 +239,11 @@ def markdown(rows, out_dir, title, stat='paper', plot_paths=None):
     for ds in sorted({r['dataset'] for r in rows}):
         lines += [f'## {ds}', '']
         for d in ('A', 'B'):
-            lines += [f'### Domain {d}', '', '| model | variant | seeds | params | epochs | ' +
-                      ' | '.join(m.upper() for m in METRICS) + ' |', '|---|---|---:|---:|---:|' + '---:|' * len(METRICS)]
+            lines += [f'### Domain {d}', '', '| model | variant | seeds | params | epochs | wall (s) | ' +
+                      ' | '.join(m.upper() for m in METRICS) + ' |', '|---|---|---:|---:|---:|---:|' + '---:|' * len(METRICS)]
             for e in (e for e in group_table(rows) if e['dataset'] == ds):
                 lines.append(f"| {e['model']} | {e['variant']} | {len(e['seeds'])} | {e['n_params']:,} | {e['epochs']:.1f} | "
+                             f"{e['wall_time_s']:.0f} | "
                              + ' | '.join(_fmt(e[f'{d}_{m}']) for m in METRICS) + ' |')
             lines.append('')
     comps = comparisons(rows)
