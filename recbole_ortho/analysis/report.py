@@ -19,6 +19,9 @@ from recbole_ortho.sweep.store import RunStore
 METRICS = ('ndcg@1', 'ndcg@10', 'hit@5', 'hit@10', 'hit@20', 'mrr', 'auc')
 #: the orthogonality statistics a report can use (see recbole_ortho.model.ortho)
 ORTHO_STATS = ('paper', 'median_abs', 'pooled_abs', 'pooled_signed', 'user_mean')
+#: the user groups of a result beside A and B (recbole_ortho.evaluator.GROUPS): overlapped users
+#: (data in both domains) and the others; a page shows them when some run has non-overlapped users
+USER_GROUPS = tuple(f'{d}/{g}' for d in ('A', 'B') for g in ('overlap', 'non_overlap'))
 
 
 def ortho_value(result_domain, direction, stat):
@@ -47,6 +50,12 @@ def load_rows(sweep_dir):
             for d in ('A', 'B'):
                 for m in METRICS:
                     row[f'{phase}_{d}_{m}'] = res[phase][d].get(m, math.nan)
+            for g in USER_GROUPS:          # absent in results from before the groups existed
+                r = res[phase].get(g) or {}
+                row[f'{phase}_{g}_n_users'] = r.get('n_users') or 0
+                for m in METRICS:
+                    v = r.get(m)
+                    row[f'{phase}_{g}_{m}'] = math.nan if v is None else v
         for d, direction in (('A', 'a'), ('B', 'b')):
             for stat in ORTHO_STATS:
                 row[f'ortho_{d}_{stat}'] = ortho_value(res['test'][d], direction, stat)
@@ -68,6 +77,10 @@ def group_table(rows, phase='test'):
         for d in ('A', 'B'):
             for m in METRICS:
                 e[f'{d}_{m}'] = mean_ci([r[f'{phase}_{d}_{m}'] for r in rs])
+        for g in USER_GROUPS:
+            e[f'{g}_n_users'] = int(np.median([r[f'{phase}_{g}_n_users'] for r in rs]))
+            for m in METRICS:
+                e[f'{g}_{m}'] = mean_ci([r[f'{phase}_{g}_{m}'] for r in rs])
         out.append(e)
     return out
 
@@ -245,6 +258,20 @@ def markdown(rows, out_dir, title, stat='paper', plot_paths=None):
                 lines.append(f"| {e['model']} | {e['variant']} | {len(e['seeds'])} | {e['n_params']:,} | {e['epochs']:.1f} | "
                              f"{e['wall_time_s']:.0f} | "
                              + ' | '.join(_fmt(e[f'{d}_{m}']) for m in METRICS) + ' |')
+            lines.append('')
+        table = [e for e in group_table(rows) if e['dataset'] == ds]
+        if any(e[f'{d}/non_overlap_n_users'] > 0 for e in table for d in ('A', 'B')):
+            lines += ['### Overlapped and non-overlapped users', '',
+                      'Test users whose data (after `overlap_ratio`) has both domains (overlapped) or one '
+                      '(non-overlapped), by the domain of the target; users: per run (median over seeds).', '',
+                      '| model | variant | domain | users | seeds | ' + ' | '.join(m.upper() for m in METRICS) + ' |',
+                      '|---|---|---|---|---:|' + '---:|' * len(METRICS)]
+            for e in table:
+                for g in USER_GROUPS:
+                    d, kind = g.split('/')
+                    lines.append(f"| {e['model']} | {e['variant']} | {d} | {kind.replace('_', '-')}: "
+                                 f"{e[g + '_n_users']:,} | {len(e['seeds'])} | "
+                                 + ' | '.join(_fmt(e[f'{g}_{m}']) for m in METRICS) + ' |')
             lines.append('')
     comps = comparisons(rows)
     if comps:

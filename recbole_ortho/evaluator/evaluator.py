@@ -7,7 +7,9 @@ The one evaluator of recbole_ortho: per-domain ranking metrics of next-item pred
 Protocols (``eval_protocol``):
 
 - ``sampled``: the target is ranked among ``eval_neg_num`` negatives drawn once (seed
-  ``eval_seed``) from the target's domain, excluding the user's own items;
+  ``eval_seed``) from the target's domain, excluding the user's own items
+  (``eval_neg_exclude: history``, the ABXI protocol) or only the target
+  (``eval_neg_exclude: target``, the C2DSR protocol);
 - ``full``: the target is ranked among all items of its domain except the items of the user's
   input history (the target itself stays a candidate even if it also occurs in the history).
 
@@ -20,6 +22,14 @@ users (``{'A': {...}, 'B': {...}, 'all': {...}}``). Statistics a model records d
 pass (:meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.record_stat`,
 e.g. orthogonality cosines) are averaged the same way and reported beside the metrics; values it
 records per query step (``record_steps``) are pooled per domain (:func:`step_summaries`).
+
+When the batches say which users are overlapped (the ``overlapped`` field of
+:class:`~recbole_ortho.data.dataloader.EvalDataLoader`: the user's data, after ``overlap_ratio``,
+has both domains), the same is reported for the overlapped and the non-overlapped users apart,
+beside each of A, B and all: ``'A/overlap'``, ``'A/non_overlap'``, ``'B/overlap'``, ...,
+``'all/non_overlap'`` (:data:`GROUPS`), each with its ``n_users``. These keys are always there (a
+group without users has ``n_users`` 0 and NaN values, as a domain without users), and only the
+plain ``A``, ``B`` and ``all`` entries select the best epoch.
 """
 
 import math
@@ -31,6 +41,9 @@ from tqdm import tqdm
 from recbole_ortho.evaluator.metrics import compute_metrics
 
 DOMAINS = ('A', 'B', 'all')
+#: the user groups reported beside each domain (``'<domain>/<group>'`` in the result)
+USER_GROUPS = ('overlap', 'non_overlap')
+GROUPS = tuple(f'{d}/{g}' for d in DOMAINS for g in USER_GROUPS)
 
 
 def rank_of_target(target_score, other_scores, valid=None):
@@ -67,15 +80,37 @@ def aggregate_by_domain(values, domain):
     """``{name: [U]}`` and ``domain [U]`` (0 = A, 1 = B) -> ``{'A': {name: mean}, 'B': ..., 'all': ...}``
     (a domain without users gets NaN and ``n_users`` 0; NaN values of a user, where a statistic
     is undefined, are left out of the mean)."""
-    res = {}
-    masks = {'A': domain == 0, 'B': domain == 1, 'all': np.ones_like(domain, dtype=bool)}
-    for d, m in masks.items():
-        res[d] = {'n_users': int(m.sum())}
-        for k, v in values.items():
-            sel = v[m]
-            sel = sel[~np.isnan(sel)]   # a statistic may be undefined for a user (e.g. no valid position)
-            res[d][k] = float(sel.mean()) if len(sel) else math.nan
+    return {d: _mean_over(values, m) for d, m in _domain_masks(domain).items()}
+
+
+def _domain_masks(domain):
+    return {'A': domain == 0, 'B': domain == 1, 'all': np.ones_like(domain, dtype=bool)}
+
+
+def _group_masks(domain, overlapped):
+    """``{'A/overlap': mask, 'A/non_overlap': ..., ..., 'all/non_overlap': ...}``."""
+    ov = np.asarray(overlapped).astype(bool)
+    out = {}
+    for d, m in _domain_masks(domain).items():
+        out[f'{d}/overlap'] = m & ov
+        out[f'{d}/non_overlap'] = m & ~ov
+    return out
+
+
+def _mean_over(values, m):
+    res = {'n_users': int(m.sum())}
+    for k, v in values.items():
+        sel = v[m]
+        sel = sel[~np.isnan(sel)]   # a statistic may be undefined for a user (e.g. no valid position)
+        res[k] = float(sel.mean()) if len(sel) else math.nan
     return res
+
+
+def aggregate_by_group(values, domain, overlapped):
+    """As :func:`aggregate_by_domain`, for the overlapped and the non-overlapped users (bool
+    ``overlapped [U]``) of each domain: ``{'A/overlap': {...}, 'A/non_overlap': ..., ...,
+    'all/non_overlap': ...}`` (a group without users has ``n_users`` 0 and NaN values)."""
+    return {g: _mean_over(values, m) for g, m in _group_masks(domain, overlapped).items()}
 
 
 #: the summaries reported for a statistic a model records per query step (``<name>/<summary>``)
@@ -114,7 +149,7 @@ class CDSREvaluator:
         recorder = hasattr(model, 'start_recording')
         if recorder:
             model.start_recording()
-        values, stats, steps, doms = {m: [] for m in self.metrics}, {}, {}, []
+        values, stats, steps, doms, ovls = {m: [] for m in self.metrics}, {}, {}, [], []
         it = tqdm(loader, total=len(loader), ncols=100, desc=desc, leave=False) if self.show_progress else loader
         try:
             for batch in it:
@@ -123,6 +158,7 @@ class CDSREvaluator:
                 if scores.dim() == 1:
                     scores = scores.view(batch[self.iid].size(0), -1)
                 dom = batch['domain_id']
+                ovl = batch['overlapped'] if 'overlapped' in batch else None
                 if self.protocol == 'sampled':
                     rank, n_neg = sampled_rank(scores.gather(1, batch['candidates']))
                 else:
@@ -134,8 +170,10 @@ class CDSREvaluator:
                     for k, v in model.pop_stats().items():
                         stats.setdefault(k, []).append(v.cpu())
                     for k, (v, u) in (model.pop_steps().items() if hasattr(model, 'pop_steps') else ()):
-                        steps.setdefault(k, []).append((v.cpu(), dom[u].cpu()))     # value, its user's domain
+                        steps.setdefault(k, []).append((v.cpu(), dom[u].cpu(),      # value, its user's domain
+                                                        None if ovl is None else ovl[u].cpu()))   # and group
                 doms.append(dom.cpu())
+                ovls.append(None if ovl is None else ovl.cpu())
                 del scores   # free the [B, n_items] matrix before the next batch is scored
         finally:
             if recorder:
@@ -147,10 +185,16 @@ class CDSREvaluator:
             if len(v) == len(dom):
                 flat[k] = v
         res = aggregate_by_domain(flat, dom)
+        grouped = len(ovls) > 0 and all(o is not None for o in ovls)
+        if grouped:
+            res.update(aggregate_by_group(flat, dom, torch.cat(ovls).numpy()))
         for k, parts in steps.items():
             v = torch.cat([p[0] for p in parts]).numpy()
             d = torch.cat([p[1] for p in parts]).numpy()
-            for name, mask in (('A', d == 0), ('B', d == 1), ('all', np.ones_like(d, dtype=bool))):
+            masks = _domain_masks(d)
+            if grouped:
+                masks.update(_group_masks(d, torch.cat([p[2] for p in parts]).numpy()))
+            for name, mask in masks.items():
                 for summary, x in step_summaries(v[mask]).items():
                     res[name][f'{k}/{summary}'] = x
         return res

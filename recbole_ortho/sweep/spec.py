@@ -20,6 +20,11 @@ A run is (model, dataset, settings, seed); its id is a hash of those, of the res
 (the model's, dataset's and overall property files merged with the run's settings), of the
 dataset's content fingerprint and of the package version, so the same run gets the same id in
 any process, and a change of code version, data or defaults gives a new one.
+
+An option added later with a default that turns it off would otherwise change every id (its key
+enters the resolved settings) and orphan the finished runs of a sweep: the keys of
+:data:`ID_NEUTRAL` are left out of the resolved settings while they hold their neutral value, so
+a run that does not use such an option keeps its id, and one that sets it gets a new id.
 """
 
 import ast
@@ -34,6 +39,22 @@ import yaml
 from recbole_ortho.utils.errors import ConfigError
 
 SPEC_KEYS = ('datasets', 'seeds', 'settings', 'models', 'param_matched', 'name')
+
+#: Options added after runs were recorded, each with its neutral ("feature off") value, the default
+#: of ``properties/overall.yaml``: a key holding that value is left out of the resolved settings a
+#: run id hashes, so the ids of runs that do not use the option are those from before it existed.
+#: A new off-by-default option joins this mapping together with its key in the property files.
+ID_NEUTRAL = {
+    'overlap_ratio': None,          # no overlap-ratio split: every user as prepared
+    'eval_neg_exclude': 'history',  # the ABXI negatives: excluding every item of the user
+}
+
+
+def _is_neutral(key, value):
+    neutral = ID_NEUTRAL[key]
+    if neutral is None or isinstance(neutral, bool) or isinstance(value, bool):
+        return value is neutral
+    return type(value) is type(neutral) and value == neutral
 
 
 @dataclass
@@ -209,6 +230,9 @@ def _run(model, dataset, seed, settings, variant, base_cfg, fingerprint):
     resolved = {k: base_cfg[k] for k in sorted(keys) if k in base_cfg and k not in ('data_path', 'cache_dir')}
     resolved.update(settings)
     resolved['seed'] = seed
+    for k in ID_NEUTRAL:
+        if k in resolved and _is_neutral(k, resolved[k]):
+            del resolved[k]
     r = RunSpec(model=model, dataset=dataset, seed=seed, settings=settings, variant=variant, resolved=resolved)
     r.run_id = run_id(model, dataset, seed, resolved, fingerprint, recbole_ortho.__version__)
     return r
