@@ -129,6 +129,8 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     }
     if 'param_match' in info:
         result['param_match'] = info['param_match']
+    if getattr(data, 'overlap_stats', None) is not None:       # overlapped / A-only / B-only users (overlap_ratio)
+        result['data'] = data.overlap_stats
     if config['result_file']:
         write_json_atomic(config['result_file'], result)
         logger.info(set_color('Result written to', 'green') + f" {config['result_file']}")

@@ -315,6 +315,13 @@ def test_end_to_end_abxi_reports_the_groups(tiny, tmp_path):
     assert st['kept_both'] == math.floor(0.5 * st['before']['overlapped'] + 0.5)
     assert st['after']['overlapped'] == st['kept_both']       # only those that kept both are overlapped now
     assert res['test']['all/overlap']['n_users'] == st['evaluated']['overlapped']
+    assert saved['data']['kept_both'] == st['kept_both'] and saved['data']['after'] == st['after']
+    from recbole_ortho.trainer.trainer import results_table
+    table = results_table(res['test'], ['ndcg@10'])
+    assert '| A/non_overlap |' in table and '| all/overlap |' in table
+    plain = {k: v for k, v in res['test'].items() if '/' not in k or k.split('/')[1] not in ('overlap', 'non_overlap')}
+    plain.update({g: {'n_users': 0} for g in GROUPS})
+    assert '/overlap' not in results_table(plain, ['ndcg@10'])      # all users overlapped: no group rows
 
 
 LLM_SMALL = dict(hidden_size=16, inner_size=16, text_domain_dim=16, text_global_dim=24, epochs=1)

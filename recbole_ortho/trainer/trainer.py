@@ -26,7 +26,7 @@ from recbole.utils import early_stopping, get_local_time, set_color
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from recbole_ortho.evaluator import CDSREvaluator
+from recbole_ortho.evaluator import GROUPS, CDSREvaluator
 from recbole_ortho.utils.utils import load_checkpoint
 
 
@@ -35,14 +35,19 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def results_table(result, metrics, digits=4, title=None):
-    """Markdown table: one row per domain (A, B, all), one column per metric/statistic."""
+    """Markdown table: one row per domain (A, B, all) and per user group of a domain that has users
+    (``A/overlap``, ``A/non_overlap``, ...; shown only when the data has non-overlapped users), one
+    column per metric/statistic."""
     cols = [m for m in metrics] + sorted(k for k in result['all'] if k not in metrics and k != 'n_users')
     lines = []
     if title:
         lines.append(f'**{title}**\n')
     lines.append('| domain | users | ' + ' | '.join(cols) + ' |')
     lines.append('|---|---:|' + '---:|' * len(cols))
-    for d in ('A', 'B', 'all'):
+    rows = ['A', 'B', 'all']
+    if any(result.get(g, {}).get('n_users') for g in ('A/non_overlap', 'B/non_overlap')):
+        rows += [g for g in GROUPS if result.get(g, {}).get('n_users')]
+    for d in rows:
         r = result[d]
         vals = [('nan' if (r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c])))
                  else f'{r[c]:.{digits}f}') for c in cols]
@@ -143,8 +148,8 @@ class CDSRTrainer:
         os.replace(tmp, self.saved_model_file)
 
     def _log_result(self, tag, result, step):
-        for d in ('A', 'B', 'all'):
-            for k, v in result[d].items():
+        for d in ('A', 'B', 'all') + GROUPS:
+            for k, v in result.get(d, {}).items():
                 if k != 'n_users' and not (isinstance(v, float) and math.isnan(v)):
                     self.tensorboard.add_scalar(f'{tag}/{d}/{k}', v, step)
 
