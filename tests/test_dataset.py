@@ -7,7 +7,8 @@ import pytest
 
 from recbole_ortho.config import Config, ConfigError
 from recbole_ortho.data import EvalDataLoader, TrainDataLoader, create_dataset
-from recbole_ortho.data.dataset import DataError, _ranges, right_padded, sample_negatives
+from recbole_ortho.data.dataset import DataError, right_padded, sample_negatives
+from recbole_ortho.utils.arrays import concat_ranges
 from tests.conftest import HEADER, write_tiny_dataset
 
 
@@ -26,7 +27,7 @@ def test_right_padded_and_ranges():
     values = np.arange(100, 120)
     m = right_padded(np.array([0, 10]), np.array([2, 0]), np.array([3, 1]), values, 4)
     assert m.tolist() == [[102, 103, 104, 0], [110, 0, 0, 0]]
-    assert _ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
+    assert concat_ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
 
 
 def test_sequences_rebuilt_exactly_with_ties(tiny):

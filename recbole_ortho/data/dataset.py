@@ -35,7 +35,8 @@ from logging import getLogger
 import numpy as np
 from recbole.utils import set_color
 
-from recbole_ortho.utils.errors import ConfigError
+from recbole_ortho.utils.arrays import concat_ranges
+from recbole_ortho.utils.errors import ConfigError, DataError  # noqa: F401  (DataError: re-exported)
 
 CACHE_VERSION = 2
 
@@ -47,10 +48,6 @@ EVAL_NEG_EXCLUDE = ('history', 'target')
 #: a constant mixed into the seed of the overlap-ratio split, so that its random stream is its own
 #: (not the one the negatives are drawn from, although both come from ``eval_seed``)
 OVERLAP_STREAM = 0x0E1A
-
-
-class DataError(ValueError):
-    """Invalid dataset content; the message names the file or setting."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +233,7 @@ def sample_negatives(rng, users, seq_items, seq_offsets, pools, n_items, n_neg):
     lo, hi = pools[:, 0].astype(np.int64), pools[:, 1].astype(np.int64)
     lens = seq_offsets[users + 1] - seq_offsets[users]
     own_rows = np.repeat(np.arange(n), lens)
-    own_items = seq_items[_ranges(seq_offsets[users], lens)]
+    own_items = seq_items[concat_ranges(seq_offsets[users], lens)]
     own_keys = np.unique(own_rows.astype(np.int64) * n_items + own_items)
     own_in_pool = np.zeros(n, dtype=np.int64)
     ok_rows = own_keys // n_items
@@ -332,15 +329,6 @@ def check_data_options(config):
     if ex is not None and ex not in EVAL_NEG_EXCLUDE:
         raise ConfigError(f"eval_neg_exclude: [{ex!r}] must be 'history' (negatives exclude every item of the "
                           f"user, ABXI) or 'target' (only the target, C2DSR)")
-
-
-def _ranges(starts, lens):
-    """Concatenate ``arange(s, s + l)`` for every (s, l) without a Python loop."""
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    rep = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    return rep + np.arange(total)
 
 
 # ---------------------------------------------------------------------------------------------

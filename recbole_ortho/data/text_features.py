@@ -62,8 +62,8 @@ from typing import Dict, Optional
 import numpy as np
 import scipy.sparse as sp
 
-from recbole_ortho.data.dataset import DataError, _ranges
-from recbole_ortho.utils.errors import ConfigError
+from recbole_ortho.utils.arrays import concat_ranges
+from recbole_ortho.utils.errors import ConfigError, DataError
 from recbole_ortho.utils.model_config import ModelConfig
 
 CACHE_VERSION = 1
@@ -116,7 +116,7 @@ class TextFeatures:
 # settings
 def text_defaults_file():
     """Path of ``properties/component/text.yaml`` (the defaults of the text settings)."""
-    from recbole_ortho.utils.utils import properties_dir
+    from recbole_ortho.utils.paths import properties_dir
     return os.path.join(properties_dir(), 'component', 'text.yaml')
 
 
@@ -377,7 +377,7 @@ def history_positions(seq_offsets, include_valid):
     lens = np.diff(seq_offsets)
     keep = np.maximum(lens - (1 if include_valid else 2), 0)
     users = np.repeat(np.arange(len(lens)), keep)
-    return users, _ranges(seq_offsets[:-1].astype(np.int64), keep)
+    return users, concat_ranges(seq_offsets[:-1].astype(np.int64), keep)
 
 
 def item_clusters(emb, has_text, n_clusters, seed):

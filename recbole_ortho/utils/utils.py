@@ -13,16 +13,7 @@ import pkgutil
 
 import torch
 
-
-def properties_dir():
-    """Folder of the shipped yaml property files (``properties/`` of the source tree, installed
-    as the package data ``recbole_ortho.properties``)."""
-    try:
-        import recbole_ortho.properties as props
-        return os.path.dirname(os.path.abspath(props.__file__))
-    except ImportError:  # running from a source checkout that was not pip-installed
-        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'properties')
-        return os.path.normpath(here)
+from recbole_ortho.utils.paths import properties_dir  # noqa: F401  (re-exported)
 
 
 def _our_model_modules():

@@ -1,0 +1,19 @@
+"""
+recbole_ortho.utils.paths
+#########################
+
+Where the shipped files are (no import of the package's models, so any module may use it).
+"""
+
+import os
+
+
+def properties_dir():
+    """Folder of the shipped yaml property files (``properties/`` of the source tree, installed
+    as the package data ``recbole_ortho.properties``)."""
+    try:
+        import recbole_ortho.properties as props
+        return os.path.dirname(os.path.abspath(props.__file__))
+    except ImportError:  # running from a source checkout that was not pip-installed
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'properties')
+        return os.path.normpath(here)
