@@ -94,7 +94,20 @@ def test_step_summaries_hand_computed():
     assert s['pooled_abs'] == pytest.approx(0.25) and s['median_abs'] == pytest.approx(0.2)
     neg = step_summaries(np.array([-0.4, -0.2]))
     assert neg['pooled_signed'] == pytest.approx(-0.3) and neg['paper'] == pytest.approx(0.3)
-    assert all(math.isnan(v) for v in step_summaries(np.array([])).values())
+    assert s['n_steps'] == 4 and s['no_key_steps'] == 0
+    empty = step_summaries(np.array([]))
+    assert all(math.isnan(empty[k]) for k in ('paper', 'pooled_signed', 'pooled_abs', 'median_abs'))
+    assert empty['n_steps'] == 0 and empty['no_key_steps'] == 0
+
+
+def test_step_summaries_leave_out_and_count_steps_without_key():
+    from recbole_ortho.evaluator.evaluator import step_summaries
+    s = step_summaries(np.array([0.5, np.nan, -0.3, np.nan, np.nan]))     # NaN: a query without any key
+    assert s['n_steps'] == 2 and s['no_key_steps'] == 3
+    assert s['pooled_signed'] == pytest.approx(0.1) and s['pooled_abs'] == pytest.approx(0.4)
+    assert s['median_abs'] == pytest.approx(0.4)
+    only = step_summaries(np.array([np.nan, np.nan]))
+    assert math.isnan(only['paper']) and only['n_steps'] == 0 and only['no_key_steps'] == 2
 
 
 def test_evaluator_pools_step_values_per_target_domain():

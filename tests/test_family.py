@@ -186,10 +186,12 @@ def test_gca_stages_padded_both_directions_and_statistics():
     assert torch.allclose(ya[1], la.norm(xa[1]), atol=1e-6)          # user 1 has no B step: GCA = LN(X)
     assert set(rec.stats) == {'ortho_cos_a@gca1', 'ortho_cos_b@gca1', 'cross_cos_a@gca1', 'cross_cos_b@gca1'}
     assert torch.isnan(rec.stats['ortho_cos_a@gca1'][1]) and torch.isfinite(rec.stats['ortho_cos_a@gca1'][[0, 2]]).all()
-    # per query step: the signed cosines of the valid A steps that have a B key (user 0: steps 1, 3, 4; user 2: all)
+    # per query step: every valid A step, with the signed cosine where it has a B key (user 0: steps 1, 3, 4;
+    # user 2: all) and NaN where it has none (user 0: step 0; user 1: both of its steps), left out and counted
     v, users = rec.steps['ortho_cos_a@gca1']
-    assert users.tolist() == [0, 0, 0, 2, 2, 2, 2, 2]
-    assert torch.allclose(v.abs()[:3].mean(), rec.stats['ortho_cos_a@gca1'][0], atol=1e-6)
+    assert users.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
+    assert torch.isnan(v).tolist() == [True, False, False, False, True, True] + [False] * 5
+    assert torch.allclose(v.abs()[1:4].mean(), rec.stats['ortho_cos_a@gca1'][0], atol=1e-6)
     assert stages.num_parameters() == 2 * GatedCrossAttention.num_parameters(8) == sum(p.numel() for p in stages.parameters())
 
 

@@ -114,20 +114,27 @@ def aggregate_by_group(values, domain, overlapped):
 
 
 #: the summaries reported for a statistic a model records per query step (``<name>/<summary>``)
-STEP_SUMMARIES = ('paper', 'pooled_signed', 'pooled_abs', 'median_abs')
+STEP_SUMMARIES = ('paper', 'pooled_signed', 'pooled_abs', 'median_abs', 'n_steps', 'no_key_steps')
 
 
 def step_summaries(values):
     r"""Summaries of signed per-step values (e.g. :math:`\cos(X, X')` of every GCA query step):
     ``paper`` = :math:`|\mathrm{mean}(v)|` (the seed paper's statistic: one average over all
     (user, position) pairs, the absolute value around it), ``pooled_signed`` = :math:`\mathrm{mean}(v)`,
-    ``pooled_abs`` = :math:`\mathrm{mean}(|v|)`, ``median_abs`` = :math:`\mathrm{median}(|v|)`; NaN
-    without values."""
+    ``pooled_abs`` = :math:`\mathrm{mean}(|v|)`, ``median_abs`` = :math:`\mathrm{median}(|v|)` (NaN
+    without values), over the steps with a value; ``n_steps`` counts those steps and
+    ``no_key_steps`` the steps recorded as NaN (a GCA query without any key, e.g. a
+    non-overlapped user's: ``X' = 0``, left out of the statistic)."""
+    values = np.asarray(values)
+    nan = np.isnan(values)
+    counts = {'n_steps': int((~nan).sum()), 'no_key_steps': int(nan.sum())}
+    values = values[~nan]
     if len(values) == 0:
-        return {k: math.nan for k in STEP_SUMMARIES}
+        return {**{k: math.nan for k in STEP_SUMMARIES[:4]}, **counts}
     a = np.abs(values)
     mean = float(np.mean(values))
-    return {'paper': abs(mean), 'pooled_signed': mean, 'pooled_abs': float(np.mean(a)), 'median_abs': float(np.median(a))}
+    return {'paper': abs(mean), 'pooled_signed': mean, 'pooled_abs': float(np.mean(a)),
+            'median_abs': float(np.median(a)), **counts}
 
 
 class CDSREvaluator:

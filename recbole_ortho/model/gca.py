@@ -308,7 +308,8 @@ class GatedCrossAttention(nn.Module):
             stats = {'ortho': masked_row_mean(abs_cosine(x, x_att.view(B, Lq, d)), valid),
                      'cross': masked_row_mean(abs_cosine(x, other), qm & other_mask),
                      'ortho_steps': query_step_cosines(x.reshape(B * Lq, d), x_att, valid.reshape(-1),
-                                                       torch.arange(B, device=x.device).repeat_interleave(Lq))}
+                                                       torch.arange(B, device=x.device).repeat_interleave(Lq),
+                                                       query=qm.reshape(-1))}
         return y, stats
 
     # ---------------------------------------------------------------- packed rows
@@ -577,3 +578,35 @@ class GCAStages(nn.ModuleDict):
         out = [layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk, return_stats=rec)
                for name, x, kv, vq, vk in (('a', x_a, x_b, valid_a, valid_b), ('b', x_b, x_a, valid_b, valid_a))]
         return self._outputs(recorder, stage, out, rec)
+
+
+class GCAVariant:
+    r"""Mixin of the ``_GCA`` models: ``class ABXI_GCA(GCAVariant, ABXI)``. It holds what every
+    ``_GCA`` variant adds to its base model, so a variant file holds only where GCA goes:
+
+    - :meth:`build_gca` (called in the variant's ``__init__``, after the base model's): a
+      :class:`GCAStages` as ``self.gca``, whose stages become the model's ``interaction_stages``;
+    - :meth:`domain_interaction`: the family's hook
+      (:meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.domain_interaction`)
+      runs both GCA directions on the packed A/B rows and records the orthogonality statistics;
+    - :meth:`calculate_loss`: the base model's loss, plus ``gca_ortho_weight * mean |cos(X, X')|``
+      when that weight is > 0 (:meth:`GCAStages.add_penalty`).
+
+    The variant still declares ``component_properties = ('gca',)`` itself (the property files
+    are read along the model classes), so its ``gca_*`` defaults come from
+    ``properties/component/gca.yaml``.
+    """
+
+    def build_gca(self, config, d_model, n_stages, query_steps=('occurrence',), layer_norm_eps=1e-5):
+        """Build ``self.gca`` (reads and checks the ``gca_*`` settings; initialises its layers) and
+        set ``interaction_stages``. Returns the :class:`GCAStages`."""
+        self.gca = GCAStages(config, d_model, n_stages, query_steps=query_steps, layer_norm_eps=layer_norm_eps)
+        self.interaction_stages = self.gca.stages
+        return self.gca
+
+    def domain_interaction(self, stage, h_a, h_b, ctx):
+        return self.gca.apply_packed(stage, h_a, h_b, ctx, recorder=self)
+
+    def calculate_loss(self, interaction):
+        self.gca.start_penalty()                   # gca_ortho_weight > 0 only: + lambda * mean |cos(X, X')|
+        return self.gca.add_penalty(super().calculate_loss(interaction), recorder=self)

@@ -57,10 +57,16 @@ def cosine(x, y, eps=1e-8):
     return (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)).clamp_min(eps)
 
 
-def query_step_cosines(x, x_att, valid, seq_of_row):
-    r"""``(values, seq)``: the signed :math:`\cos(X, X')` of every valid query row (``x``, ``x_att``
-    ``[R, d]``, ``valid [R]``) and the sequence (user) of each, for the pooled statistics."""
-    return cosine(x[valid], x_att[valid]), seq_of_row[valid]
+def query_step_cosines(x, x_att, valid, seq_of_row, query=None):
+    r"""``(values, seq)``: the signed :math:`\cos(X, X')` of every query row (``x``, ``x_att``
+    ``[R, d]``; ``query [R]``: the rows that are real query steps, default all) and the sequence
+    (user) of each, for the pooled statistics. A query step that is not ``valid`` (it had no key,
+    so ``X' = 0``) gets NaN: it is left out of the statistic and counted apart
+    (:func:`recbole_ortho.evaluator.evaluator.step_summaries`, ``no_key_steps``)."""
+    if query is not None:
+        x, x_att, valid, seq_of_row = x[query], x_att[query], valid[query], seq_of_row[query]
+    cos = cosine(x, x_att)
+    return torch.where(valid, cos, torch.full_like(cos, float('nan'))), seq_of_row
 
 
 def masked_row_mean(values, mask):

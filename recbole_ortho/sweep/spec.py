@@ -160,8 +160,10 @@ def base_model_of(model_class):
     from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
     from recbole_ortho.utils import properties_dir
     for cls in model_class.__mro__[1:]:
-        if cls is CrossDomainSeqRecommender or not issubclass(cls, CrossDomainSeqRecommender):
+        if cls is CrossDomainSeqRecommender:
             break
+        if not issubclass(cls, CrossDomainSeqRecommender):          # a mixin such as GCAVariant
+            continue
         if os.path.isfile(os.path.join(properties_dir(), 'model', cls.__name__ + '.yaml')):
             return cls.__name__
     return None

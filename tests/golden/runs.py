@@ -67,10 +67,25 @@ def run_all(workdir, names=None):
         os.chdir(cwd)
 
 
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``), or None where it cannot be read."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine():
+    """What decides whether float results can be compared bit for bit: the torch build, the CPU
+    capability torch dispatches to, the architecture and the CPU model (two CPUs with the same
+    capability, e.g. an Intel and an AMD with AVX512, may still round reductions differently)."""
     import torch
     return {'torch': torch.__version__, 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
-            'machine': platform.machine()}
+            'machine': platform.machine(), 'cpu_model': cpu_model()}
 
 
 if __name__ == '__main__':

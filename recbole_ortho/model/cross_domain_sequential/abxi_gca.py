@@ -13,17 +13,17 @@ Reference:
 """
 
 from recbole_ortho.model.cross_domain_sequential.abxi import ABXI
-from recbole_ortho.model.gca import GCAStages
+from recbole_ortho.model.gca import GCAVariant
 
 
-class ABXI_GCA(ABXI):
+class ABXI_GCA(GCAVariant, ABXI):
     r"""ABXI + GCA between its A and B inputs: at each stage of ``gca_positions`` (0 = after the
     embeddings, ``i`` = after encoder block ``i``) the A and B states exchange information
     through two GCA layers, one per direction (:class:`~recbole_ortho.model.gca.GCAStages`, whose
     docstring defines the ``gca_*`` settings and the recorded orthogonality statistics).
     Everything else is ABXI's: ABXI's
     :meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.domain_interaction`
-    hook is the only change.
+    hook is the only change (:class:`~recbole_ortho.model.gca.GCAVariant`).
 
     ``gca_query_steps``: ``occurrence`` (default) keeps ABXI's layout exactly, the A input having
     rows only at the steps where an A item occurs (the A state used at a later step is the one of
@@ -47,14 +47,6 @@ class ABXI_GCA(ABXI):
                              '(the official layouts are not step-aligned in evaluation)')
 
         # define layers and loss (GCAStages reads and checks the gca_* settings; it initialises its layers)
-        self.gca = GCAStages(config, self.embedding_size, self.n_layers, query_steps=('occurrence', 'every'),
-                             layer_norm_eps=self.layer_norm_eps)
+        self.build_gca(config, self.embedding_size, self.n_layers, query_steps=('occurrence', 'every'),
+                       layer_norm_eps=self.layer_norm_eps)
         self.filled_domain_states = self.gca.query_steps == 'every'
-        self.interaction_stages = self.gca.stages
-
-    def domain_interaction(self, stage, h_a, h_b, ctx):
-        return self.gca.apply_packed(stage, h_a, h_b, ctx, recorder=self)
-
-    def calculate_loss(self, interaction):
-        self.gca.start_penalty()                   # gca_ortho_weight > 0 only: + lambda * mean |cos(X, X')|
-        return self.gca.add_penalty(super().calculate_loss(interaction), recorder=self)

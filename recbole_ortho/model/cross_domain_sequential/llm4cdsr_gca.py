@@ -13,10 +13,10 @@ Reference:
 """
 
 from recbole_ortho.model.cross_domain_sequential.llm4cdsr import LLM4CDSR
-from recbole_ortho.model.gca import GCAStages
+from recbole_ortho.model.gca import GCAVariant
 
 
-class LLM4CDSR_GCA(LLM4CDSR):
+class LLM4CDSR_GCA(GCAVariant, LLM4CDSR):
     r"""LLM4CDSR + GCA between the A and B threads: at each stage of ``gca_positions`` (0 = after
     the embeddings, ``i`` = after block ``i``) the A and B thread states exchange information
     through two GCA layers, one per direction (:class:`~recbole_ortho.model.gca.GCAStages`, whose
@@ -40,13 +40,5 @@ class LLM4CDSR_GCA(LLM4CDSR):
         super().__init__(config, dataset)
 
         # define layers and loss (GCAStages reads and checks the gca_* settings; it initialises its layers)
-        self.gca = GCAStages(config, self.hidden_size, self.n_layers, query_steps=('occurrence',),
-                             layer_norm_eps=self.layer_norm_eps)
-        self.interaction_stages = self.gca.stages
-
-    def domain_interaction(self, stage, h_a, h_b, ctx):
-        return self.gca.apply_packed(stage, h_a, h_b, ctx, recorder=self)
-
-    def calculate_loss(self, interaction):
-        self.gca.start_penalty()                   # gca_ortho_weight > 0 only: + lambda * mean |cos(X, X')|
-        return self.gca.add_penalty(super().calculate_loss(interaction), recorder=self)
+        self.build_gca(config, self.hidden_size, self.n_layers, query_steps=('occurrence',),
+                       layer_norm_eps=self.layer_norm_eps)
