@@ -83,7 +83,8 @@ def worker(args):
     cfg = {'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads}
     if args.param_match:
         cfg['param_match'] = args.param_match
-    config = Config(model=args.model, dataset='food_kitchen', config_dict=cfg)
+    cfg.update(json.loads(args.config_json or '{}'))
+    config = Config(model=args.model, dataset=args.dataset, config_dict=cfg)
     init_seed(config['seed'], config['reproducibility'])
     data = create_dataset(config)
     train, valid, _ = data_preparation(config, data, 'per_user')
@@ -154,6 +155,8 @@ def main():
     p.add_argument('--model', help=argparse.SUPPRESS)
     p.add_argument('--param_match', help=argparse.SUPPRESS)
     p.add_argument('--tree', help=argparse.SUPPRESS)
+    p.add_argument('--config_json', help=argparse.SUPPRESS)
+    p.add_argument('--dataset', default='food_kitchen', help=argparse.SUPPRESS)
     p.add_argument('--no_eval', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--compare_dir', help='another checkout of this repository: time both trees side by side')
     p.add_argument('--rounds', type=int, default=5, help='alternations of the two trees with --compare_dir')

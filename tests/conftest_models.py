@@ -13,7 +13,7 @@ from recbole_ortho.utils import get_model
 
 BASE_KEYS = dict(USER_ID_FIELD='user_id', ITEM_ID_FIELD='item_id', LIST_SUFFIX='_list',
                  ITEM_LIST_LENGTH_FIELD='item_length', NEG_PREFIX='neg_', MAX_ITEM_LIST_LENGTH=12,
-                 device='cpu', source_domain={'NEG_PREFIX': 'neg_'}, target_domain={'NEG_PREFIX': 'neg_'})
+                 device='cpu', eval_seed=2020, source_domain={'NEG_PREFIX': 'neg_'}, target_domain={'NEG_PREFIX': 'neg_'})
 
 
 def model_defaults(model):

@@ -153,3 +153,63 @@ def test_llm4cdsr_param_match_and_no_profile_term(tiny):
                                                                               user_profile='none'))
     assert 'loss_user' not in off['trace'][0]
     _check(off, len(seqs))
+
+
+# ------------------------------------------------------------------ CDSRNP family
+NP_SMALL = dict(hidden_size=16, inner_size=16, n_heads=2, support_size=8, eval_support_size=6, latent_size=4,
+                epochs=2, kl_warmup_epochs=2, save_model=False)
+
+
+@pytest.mark.parametrize('extra', [{}, {'ce_negatives': 5}, {'latent_path': False}, {'deterministic_path': False},
+                                   {'latent_path': False, 'deterministic_path': False}, {'n_layers': 1, 'n_heads': 1}])
+def test_cdsrnp_one_epoch_each_option(tiny, extra):
+    seqs, cfg = tiny
+    res = run_recbole_ortho(model='CDSRNP', dataset='tiny', config_dict=dict(cfg, **dict(NP_SMALL, **extra)))
+    _check(res, len(seqs))
+    latent = extra.get('latent_path', True)
+    assert set(res['trace'][0]) >= {'loss_a', 'loss_b'} and ('kl' in res['trace'][0]) == latent
+    if latent:                                              # the KL warm-up: 1/2, then 1 of kl_weight
+        assert [t['kl_beta'] for t in res['trace']] == [0.5, 1.0]
+    for d in ('A', 'B'):
+        assert res['test'][d]['n_users'] > 0 and 0.0 <= res['test'][d]['hit@10'] <= 1.0
+
+
+@pytest.mark.parametrize('act,heads,ln,gate,gate_input,positions', [
+    ('sigmoid', 4, True, 'vector', 'concat_other', [0]), ('tanh', 8, False, 'vector', 'concat_attn', [1]),
+    ('sigmoid', 4, True, 'scalar', 'concat_other', [0, 2]), ('tanh', 2, True, 'none', 'concat_other', [2])])
+def test_cdsrnp_gca_one_epoch_each_option(tiny, act, heads, ln, gate, gate_input, positions):
+    seqs, cfg = tiny
+    res = run_recbole_ortho(model='CDSRNP_GCA', dataset='tiny', config_dict=dict(
+        cfg, **NP_SMALL, gca_activation=act, gca_heads=heads, gca_layernorm=ln, gca_gate=gate,
+        gca_gate_input=gate_input, gca_positions=positions))
+    _check(res, len(seqs))
+    t = res['test']['all']
+    for p in positions:
+        for k in (f'ortho_cos_a@gca{p}', f'ortho_cos_b@gca{p}'):
+            assert 0.0 <= t[k] <= 1.0 and 0.0 <= t[k + '/paper'] <= 1.0 and 0.0 <= t[k + '/median_abs'] <= 1.0
+            assert t[k + '/n_steps'] > 0 and t[k + '/no_key_steps'] > 0      # steps before the other domain's first
+            assert k in res['trace'][-1]['valid']['all']
+
+
+def test_cdsrnp_gca_ortho_weight_and_param_match(tiny):
+    seqs, cfg = tiny
+    gca = run_recbole_ortho(model='CDSRNP_GCA', dataset='tiny', config_dict=dict(cfg, **NP_SMALL, gca_ortho_weight=0.3))
+    assert 'ortho_penalty' in gca['trace'][0]
+    res = run_recbole_ortho(model='CDSRNP', dataset='tiny', config_dict=dict(cfg, **NP_SMALL, param_match='CDSRNP_GCA'))
+    pm = res['param_match']
+    assert pm['target_n_params'] == gca['n_params'] and abs(pm['rel_diff']) <= 0.02
+    assert res['config']['inner_size'] == pm['updates']['inner_size'] > NP_SMALL['inner_size']
+
+
+def test_cdsrnp_gca_reports_overlap_groups(tiny):
+    """overlap_ratio 0.5: the non-overlapped users get metrics of their own, and their GCA queries
+    (no key on the other side) are counted, not averaged into the orthogonality statistics."""
+    seqs, cfg = tiny
+    res = run_recbole_ortho(model='CDSRNP_GCA', dataset='tiny', config_dict=dict(cfg, **NP_SMALL, overlap_ratio=0.5))
+    t = res['test']
+    assert t['all/overlap']['n_users'] > 0 and t['all/non_overlap']['n_users'] > 0
+    assert t['all/overlap']['n_users'] + t['all/non_overlap']['n_users'] == t['all']['n_users']
+    non = t['all/non_overlap']
+    assert non['ortho_cos_a@gca0/n_steps'] == 0 and non['ortho_cos_a@gca0/no_key_steps'] > 0
+    assert math.isnan(non['ortho_cos_a@gca0/paper'])
+    assert res['data']['overlap_ratio'] == 0.5

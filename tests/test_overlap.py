@@ -380,3 +380,14 @@ def test_report_shows_the_groups_only_with_non_overlapped_users(tmp_path):
     assert e['A/non_overlap_n_users'] == 0 and math.isnan(e['A/non_overlap_mrr']['mean'])
     text = open(write_report(tmp_path / 'all_overlapped', str(tmp_path / 'out' / 'all.md'))).read()
     assert 'non-overlap' not in text and '### Domain A' in text
+
+
+def test_cdsrnp_without_overlapped_users_is_a_clear_error(tiny):
+    """CDSRNP's support set is made of overlapped users: with overlap_ratio 0 there is none, and the
+    run stops before training with an error that names the setting."""
+    from recbole_ortho.quick_start import run_recbole_ortho
+    from recbole_ortho.utils.errors import DataError
+    _, cfg = tiny
+    with pytest.raises(DataError, match=r'support set .*overlap_ratio \(0\.0\)'):
+        run_recbole_ortho(model='CDSRNP', dataset='tiny', config_dict=dict(
+            cfg, hidden_size=16, inner_size=16, overlap_ratio=0.0, save_model=False))

@@ -17,10 +17,13 @@ the sequential fields of RecBole's ``SequentialRecommender`` (``ITEM_SEQ``, ``IT
 - the packed thread layout (:mod:`recbole_ortho.model.layout`) and the domain-interaction hook
   (:meth:`domain_interaction`, :meth:`interact`) where ``_GCA`` variants place GCA layers;
 - statistics recorded during evaluation (:meth:`record_stat`, averaged per target domain by the
-  evaluator), and the per-epoch training trace (:meth:`add_trace`, :meth:`epoch_trace`);
+  evaluator; :meth:`paused_recording`), the per-epoch training trace (:meth:`add_trace`,
+  :meth:`epoch_trace`), and the epoch being trained (:meth:`start_epoch`, ``epoch``);
 - parameter matching: :attr:`param_match_key` names the hyper-parameter ``--param_match``
   widens (see :mod:`recbole_ortho.utils.param_match`).
 """
+
+from contextlib import contextmanager
 
 import torch
 from recbole.utils import InputType
@@ -103,6 +106,13 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
             raise ValueError(f'{type(self).__name__} needs exactly two domains (0 = A, 1 = B)')
         self._stats = self._steps = None
         self._trace = None
+        #: the epoch being trained (0-based), set by the trainer (:meth:`start_epoch`); for schedules
+        #: inside a model, e.g. CDSRNP's KL warm-up
+        self.epoch = 0
+
+    def start_epoch(self, epoch):
+        """Called by the trainer before training epoch ``epoch`` (0-based)."""
+        self.epoch = int(epoch)
 
     # ---------------------------------------------------------------- batches
     def trim_batch(self, interaction):
@@ -181,6 +191,17 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
     def recording(self):
         """True during an evaluation pass (the statistics are wanted)."""
         return self._stats is not None
+
+    @contextmanager
+    def paused_recording(self):
+        """Within this block nothing is recorded (e.g. while a model encodes rows that are not the
+        evaluated users', such as a support set, during an evaluation pass)."""
+        saved = self._stats, self._steps
+        self._stats = self._steps = None
+        try:
+            yield
+        finally:
+            self._stats, self._steps = saved
 
     def record_stat(self, name, values):
         """Record one value per user of the current evaluation batch (``values``: ``[B]``; NaN

@@ -9,6 +9,7 @@ Losses of the cross-domain sequential models of this package (plain functions of
 - :func:`bce_sampled`: binary cross-entropy of a positive and sampled negatives (LLM4CDSR, SASRec);
 - :func:`symmetric_soft_contrastive`: the symmetric contrastive loss with soft targets between
   two sets of embeddings (LLM4CDSR's ``L_reg`` and ``L_user``);
+- :func:`domain_cross_entropy`: next-item cross-entropy over all items of one domain (C2DSR, CDSRNP);
 - :func:`gaussian_kl`: :math:`\mathrm{KL}(q \| p)` of diagonal Gaussians (neural-process models).
 """
 
@@ -63,6 +64,14 @@ def symmetric_soft_contrastive(x, y, tau=1.0):
     loss_x = -(targets * F.log_softmax(logits, dim=-1)).sum(1)
     loss_y = -(targets.t() * F.log_softmax(logits.t(), dim=-1)).sum(1)
     return ((loss_x + loss_y) / 2.0).mean()
+
+
+def domain_cross_entropy(out, table, target, lo, hi):
+    r"""Per-row cross-entropy of the rows ``out [R, d]`` over the items ``lo .. hi - 1`` of one
+    domain (logits ``out @ table[lo:hi]^T``), the target ``target [R]`` being one of them.
+    Returns ``[R]``."""
+    logits = F.linear(out, table[lo:hi])
+    return F.cross_entropy(logits, target - lo, reduction='none')
 
 
 def gaussian_kl(mu_q, sigma_q, mu_p, sigma_p):

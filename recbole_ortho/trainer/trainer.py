@@ -117,6 +117,8 @@ class CDSRTrainer:
 
     def _run_epoch(self, train_data, epoch):
         self.model.train()
+        if hasattr(self.model, 'start_epoch'):     # schedules inside a model (e.g. a KL warm-up)
+            self.model.start_epoch(epoch)
         total, n = 0.0, 0
         it = tqdm(train_data, total=len(train_data), ncols=100, leave=False,
                   desc=set_color(f'Train {epoch:>4}', 'pink')) if self.show_progress else train_data
