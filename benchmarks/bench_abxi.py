@@ -246,6 +246,25 @@ def _import_other(tree, tmp):
     return importlib.import_module('recbole_ortho_other')
 
 
+def alternating_steps(models, opts, batches, n_pairs, warmup=2):
+    """Training steps of the two ``models`` (a dict of two) alternating on the same batches (A B, B A,
+    ...), ``warmup`` untimed pairs first; returns ``{name: [step seconds]}`` (``n_pairs`` each)."""
+    a, b = list(models)
+    times = {a: [], b: []}
+    for k in range(n_pairs + warmup):
+        batch = batches[k % len(batches)]
+        for name in ((a, b) if k % 2 == 0 else (b, a)):
+            m, opt = models[name], opts[name]
+            m.train()
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            m.calculate_loss(batch).backward()
+            opt.step()
+            if k >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
 def interleave(args):
     """Training steps of this tree and ``--compare_dir`` alternating in one process (see module docstring)."""
     import copy
@@ -276,20 +295,7 @@ def interleave(args):
         theirs.load_state_dict(copy.deepcopy(mine.state_dict()))
         models = {'this': mine, 'other': theirs}
         opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=3.0) for k, m in models.items()}
-        times = {'this': [], 'other': []}
-        batches = list(train)
-        for k in range(args.batches * args.rounds + 2):
-            batch = batches[k % len(batches)]
-            order = ('this', 'other') if k % 2 == 0 else ('other', 'this')
-            for name in order:
-                m, opt = models[name], opts[name]
-                m.train()
-                t = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                m.calculate_loss(batch).backward()
-                opt.step()
-                if k >= 2:                                 # two warm-up steps each
-                    times[name].append(time.perf_counter() - t)
+        times = alternating_steps(models, opts, list(train), args.batches * args.rounds)
         ratios = [a / b for a, b in zip(times['this'], times['other'])]
         r = {'steps': len(ratios), 'this_s_median': statistics.median(times['this']),
              'other_s_median': statistics.median(times['other']), 'pair_ratio_median': statistics.median(ratios),

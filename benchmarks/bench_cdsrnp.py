@@ -21,14 +21,15 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 
 
 def _worker(model, args, env, extra):
     cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_abxi.py'), '--worker', '--model', model,
-           '--batches', str(args.batches), '--threads', str(args.threads), '--config_json', json.dumps(extra)]
+           '--batches', str(args.batches), '--threads', str(args.threads), '--dataset', args.dataset,
+           '--config_json', json.dumps(extra)]
     if args.full_epoch:
         cmd.append('--full_epoch')
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -48,7 +49,7 @@ def gca_pairs(args, extra):
     from recbole_ortho.utils import get_model
     models, opts = {}, {}
     for name in ('CDSRNP', 'CDSRNP_GCA'):
-        config = Config(model=name, dataset='food_kitchen', config_dict=dict(
+        config = Config(model=name, dataset=args.dataset, config_dict=dict(
             {'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads}, **extra))
         init_seed(config['seed'], config['reproducibility'])
         data = create_dataset(config)
@@ -58,20 +59,8 @@ def gca_pairs(args, extra):
         opts[name] = torch.optim.Adam(models[name].parameters(), lr=config['learning_rate'],
                                       weight_decay=config['weight_decay'])
     models['CDSRNP_GCA'].load_state_dict(models['CDSRNP'].state_dict(), strict=False)
-    batches = list(train)
-    times = {k: [] for k in models}
-    for k in range(args.pairs + 2):
-        batch = batches[k % len(batches)]
-        order = ('CDSRNP', 'CDSRNP_GCA') if k % 2 == 0 else ('CDSRNP_GCA', 'CDSRNP')
-        for name in order:
-            m, opt = models[name], opts[name]
-            m.train()
-            t = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            m.calculate_loss(batch).backward()
-            opt.step()
-            if k >= 2:                                  # two warm-up steps each
-                times[name].append(time.perf_counter() - t)
+    from bench_abxi import alternating_steps
+    times = alternating_steps(models, opts, list(train), args.pairs)
     ratios = [g / b for g, b in zip(times['CDSRNP_GCA'], times['CDSRNP'])]
     return {'pairs': len(ratios), 'cdsrnp_s_median': statistics.median(times['CDSRNP']),
             'cdsrnp_gca_s_median': statistics.median(times['CDSRNP_GCA']),
@@ -86,16 +75,18 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--full_epoch', action='store_true', help='also time one whole training epoch per model')
     p.add_argument('--set', default='{}', help='JSON settings added to the CDSRNP runs, e.g. {"ce_negatives": 1024}')
+    p.add_argument('--common', default='{}', help='JSON settings added to every run (e.g. data_path, cache_dir)')
+    p.add_argument('--dataset', default='food_kitchen')
     p.add_argument('--json_out')
     args = p.parse_args()
-    extra = json.loads(args.set)
+    common = json.loads(args.common)
+    extra = dict(common, **json.loads(args.set))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
     from bench_abxi import _matmul_gflops
-    results = {'threads': args.threads, 'settings': extra, 'matmul_gflops_fp32': _matmul_gflops(args.threads),
+    results = {'dataset': args.dataset, 'threads': args.threads, 'settings': extra, 'matmul_gflops_fp32': _matmul_gflops(args.threads),
                'runs': []}
     for model in args.models.split(','):
-        res = _worker(model, args, env, extra if model.startswith('CDSRNP') else {})
+        res = _worker(model, args, env, extra if model.startswith('CDSRNP') else common)
         results['runs'].append(res)
         print(json.dumps({k: v for k, v in res.items() if k != 'step_s_all'}), file=sys.stderr)
     if args.pairs:

@@ -34,6 +34,10 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the epoch and the batch."""
 
 
+#: statistics that are counts (printed without decimals): the GCA query steps in / left out of a statistic
+COUNT_SUFFIXES = ('/n_steps', '/no_key_steps')
+
+
 def results_table(result, metrics, digits=4, title=None):
     """Markdown table: one row per domain (A, B, all) and per user group of a domain that has users
     (``A/overlap``, ``A/non_overlap``, ...; shown only when the data has non-overlapped users), one
@@ -50,7 +54,7 @@ def results_table(result, metrics, digits=4, title=None):
     for d in rows:
         r = result[d]
         vals = [('nan' if (r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c])))
-                 else f'{r[c]:.{digits}f}') for c in cols]
+                 else f'{r[c]:.0f}' if c.endswith(COUNT_SUFFIXES) else f'{r[c]:.{digits}f}') for c in cols]
         lines.append(f"| {d} | {r['n_users']} | " + ' | '.join(vals) + ' |')
     return '\n'.join(lines)
 
