@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_ortho.data.dataset import right_padded
+from recbole_ortho.utils.arrays import right_padded
 
 
 def _fields(config):

@@ -35,7 +35,7 @@ from logging import getLogger
 import numpy as np
 from recbole.utils import set_color
 
-from recbole_ortho.utils.arrays import concat_ranges
+from recbole_ortho.utils.arrays import concat_ranges, right_padded  # noqa: F401  (right_padded: re-exported)
 from recbole_ortho.utils.errors import ConfigError, DataError  # noqa: F401  (DataError: re-exported)
 
 CACHE_VERSION = 2
@@ -213,17 +213,6 @@ class SeqData:
 
 
 # ---------------------------------------------------------------------------------------------
-def right_padded(offsets, starts, lengths, values, width):
-    """Gather ``values[offsets + starts + j]`` for ``j < lengths`` into a ``[R, width]`` matrix
-    right-padded with 0 (vectorised; no Python loop per row)."""
-    j = np.arange(width)
-    idx = (offsets + starts)[:, None] + j[None, :]
-    mask = j[None, :] < lengths[:, None]
-    out = np.zeros((len(offsets), width), dtype=np.int64)
-    out[mask] = values[idx[mask]]
-    return out
-
-
 def sample_negatives(rng, users, seq_items, seq_offsets, pools, n_items, n_neg):
     """Sample ``n_neg`` distinct negatives per user from ``pools[i] = (lo, hi)`` (the target's
     domain), excluding every item of the user's sequence. Vectorised with rejection: draws a

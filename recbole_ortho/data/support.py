@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recbole_ortho.data.dataset import right_padded
+from recbole_ortho.utils.arrays import right_padded
 
 
 @dataclass
