@@ -308,3 +308,10 @@ def test_model_files_import_nothing_from_other_models():
 
 
 
+
+
+def test_a_pool_smaller_than_the_support_size_is_said(caplog):
+    with caplog.at_level('WARNING'):
+        model, _ = build(support_size=1000, eval_support_size=500)
+    assert 'fewer than support_size=1000' in caplog.text
+    assert model.eval_support_idx.numel() == model.support_users.numel() < 500

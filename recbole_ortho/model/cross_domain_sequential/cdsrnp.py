@@ -21,6 +21,7 @@ Reference code:
     - NP-Rec style Gaussians: :math:`\sigma = 0.1 + 0.9\,\mathrm{softplus}(\cdot)`.
 """
 
+from logging import getLogger
 from types import SimpleNamespace
 
 import torch
@@ -125,6 +126,10 @@ class CDSRNP(CrossDomainSeqRecommender):
         for name in ('users', 'item_seq', 'item_len', 'target'):
             self.register_buffer(f'support_{name}', torch.as_tensor(getattr(pool, name), dtype=torch.long),
                                  persistent=False)
+        if len(pool) < max(self.support_size, self.eval_support_size):
+            getLogger().warning(f'{type(self).__name__}: the support pool has {len(pool)} users (overlapped, both '
+                                f'domains in their training history), fewer than support_size={self.support_size} / '
+                                f'eval_support_size={self.eval_support_size}: the support sets hold at most {len(pool)}')
         g = torch.Generator().manual_seed(int(config['eval_seed']))
         idx = torch.randperm(len(pool), generator=g)[:self.eval_support_size].sort().values
         self.register_buffer('eval_support_idx', idx, persistent=False)
