@@ -223,9 +223,8 @@ def main():
         if k in results:
             print(f'{k}: {results[k]:.2f}')
     if args.json_out:
-        with open(args.json_out + '.tmp', 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(args.json_out + '.tmp', args.json_out)
+        from recbole_ortho.quick_start import write_json_atomic
+        write_json_atomic(args.json_out, results)
 
 
 def _import_other(tree, tmp):
@@ -310,9 +309,8 @@ def interleave(args):
               f"{r['pair_ratio_median']:.3f} |")
     print(f'other package imported from {other_pkg.__file__}')
     if args.json_out:
-        with open(args.json_out + '.tmp', 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(args.json_out + '.tmp', args.json_out)
+        from recbole_ortho.quick_start import write_json_atomic
+        write_json_atomic(args.json_out, results)
 
 
 def _run_worker(model, args, env, tree=None):
@@ -354,9 +352,8 @@ def compare(args):
         print(f"| {model} | {r['this_s_median']:.3f} s | {r['other_s_median']:.3f} s | {r['ratio_median']:.3f} | "
               f"{r['cpu_ratio_median']:.3f} |")
     if args.json_out:
-        with open(args.json_out + '.tmp', 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(args.json_out + '.tmp', args.json_out)
+        from recbole_ortho.quick_start import write_json_atomic
+        write_json_atomic(args.json_out, results)
 
 
 if __name__ == '__main__':

@@ -105,9 +105,8 @@ def main():
               f"{g['cdsrnp_gca_s_median']:.3f} s)")
     print(f"fp32 matmul throughput ({args.threads} threads): {results['matmul_gflops_fp32']:.0f} GFLOP/s")
     if args.json_out:
-        with open(args.json_out + '.tmp', 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(args.json_out + '.tmp', args.json_out)
+        from recbole_ortho.quick_start import write_json_atomic
+        write_json_atomic(args.json_out, results)
 
 
 if __name__ == '__main__':

@@ -100,3 +100,22 @@ def eval_batch(seqs, width, dataset):
     dom = torch.as_tensor(dataset.item_domain, dtype=torch.long)[tgt]
     return Interaction({'user_id': torch.arange(B), 'item_id_list': item_seq, 'item_length': lens,
                         'item_id': tgt, 'domain_id': dom})
+
+
+#: GCA settings under which every GCA layer returns its input: the scalar gate starts at alpha = 0, no LayerNorm
+IDENTITY_GCA = dict(gca_gate='scalar', gca_layernorm=False, gca_dropout=0.0)
+
+
+def assert_identity_gca_is_base(base, gca, train, evaluation):
+    """``gca`` (a ``_GCA`` model whose GCA layers return their input, :data:`IDENTITY_GCA`) given
+    ``base``'s weights computes ``base``'s evaluation scores and training loss (same random draws)."""
+    missing = gca.load_state_dict(base.state_dict(), strict=False)
+    assert all(k.startswith('gca.') for k in missing.missing_keys) and not missing.unexpected_keys
+    base.eval(), gca.eval()
+    with torch.no_grad():
+        assert torch.allclose(base.full_sort_predict(evaluation), gca.full_sort_predict(evaluation), atol=1e-5)
+        torch.manual_seed(3)
+        la = base.calculate_loss(train)
+        torch.manual_seed(3)
+        lb = gca.calculate_loss(train)
+    assert torch.allclose(la, lb, atol=1e-5)

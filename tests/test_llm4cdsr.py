@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest_models import FakeDataset, eval_batch, make_config, random_sequences, train_batch
+from conftest_models import (IDENTITY_GCA, FakeDataset, assert_identity_gca_is_base, eval_batch, make_config,
+                             random_sequences, train_batch)
 from recbole_ortho.model.cross_domain_sequential.llm4cdsr import LLM4CDSR
 from recbole_ortho.model.cross_domain_sequential.llm4cdsr_gca import LLM4CDSR_GCA
 from recbole_ortho.model.gca import GatedCrossAttention
@@ -251,19 +252,9 @@ def test_gca_identity_layers_compute_llm4cdsr():
     """LLM4CDSR_GCA whose GCA layers return their input (scalar gate alpha = 0, no LayerNorm) has
     LLM4CDSR's scores and loss with the same weights."""
     base, ds = build(dropout_prob=0.0)
-    gca, _ = build(LLM4CDSR_GCA, ds=ds, dropout_prob=0.0, gca_gate='scalar', gca_layernorm=False,
-                   gca_positions=[0, 1, 2], gca_dropout=0.0)
-    missing = gca.load_state_dict(base.state_dict(), strict=False)
-    assert all(k.startswith('gca.') for k in missing.missing_keys) and not missing.unexpected_keys
-    seqs, tr, ev = batches(ds)
-    base.eval(), gca.eval()
-    with torch.no_grad():
-        assert torch.allclose(base.full_sort_predict(ev), gca.full_sort_predict(ev), atol=1e-5)
-        torch.manual_seed(3)
-        la = base.calculate_loss(tr)
-        torch.manual_seed(3)
-        lb = gca.calculate_loss(tr)
-    assert torch.allclose(la, lb, atol=1e-5)
+    gca, _ = build(LLM4CDSR_GCA, ds=ds, dropout_prob=0.0, gca_positions=[0, 1, 2], **IDENTITY_GCA)
+    _, tr, ev = batches(ds)
+    assert_identity_gca_is_base(base, gca, tr, ev)
 
 
 def test_gca_records_orthogonality_per_module_and_direction():
