@@ -116,3 +116,27 @@ def test_report_from_a_run_store(tmp_path):
     for name in ('ortho_vs_ndcg10_fk_ABXI_GCA', 'ndcg10_vs_params_fk', 'training_curves_fk_ABXI_GCA'):
         assert (plots / f'{name}.png').stat().st_size > 1000 and (plots / f'{name}.csv').is_file()
         assert f'fk_plots/{name}.png' in text
+
+
+def test_gca_model_without_grid_is_a_variant_compared_with_its_own_base_only(tmp_path):
+    """A _GCA model run without a grid (spec variant 'base') is labelled 'default settings' and compared
+    with its own base model, never with another family's base in the same sweep."""
+    import os
+    from recbole_ortho.analysis import comparisons, load_rows
+    from recbole_ortho.sweep.store import RunStore, write_json
+    store = RunStore(tmp_path / 'sw')
+    for i, (model, seed, ndcg) in enumerate([(m, s, 0.1 + 0.01 * k + 0.001 * s) for k, m in enumerate(
+            ('CDSRNP', 'CDSRNP_GCA', 'LLM4CDSR')) for s in (1, 2)]):
+        d = store.path(f'{model}-fk-s{seed}-{i:04d}')
+        os.makedirs(d)
+        dom = {x: {'n_users': 5, 'ndcg@10': ndcg} for x in ('A', 'B')}
+        write_json(os.path.join(d, 'spec.json'), {'run_id': f'{model}-{i}', 'model': model, 'dataset': 'fk',
+                                                   'seed': seed, 'settings': {}, 'variant': 'base'})
+        write_json(os.path.join(d, 'result.json'), {'test': dom, 'valid': dom, 'n_params': 10, 'trace': []})
+    rows = load_rows(tmp_path / 'sw')
+    assert {(r['model'], r['variant']) for r in rows} == {('CDSRNP', 'base'), ('CDSRNP_GCA', 'default settings'),
+                                                        ('LLM4CDSR', 'base')}
+    comps = comparisons(rows)
+    assert {(c['model'], c['against'], c['domain']) for c in comps} == {
+        ('CDSRNP_GCA', 'CDSRNP (base)', 'A'), ('CDSRNP_GCA', 'CDSRNP (base)', 'B')}
+    assert comps[0]['mean_diff'] == pytest.approx(0.01)

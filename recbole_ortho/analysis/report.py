@@ -36,13 +36,31 @@ def ortho_value(result_domain, direction, stat):
     return float(np.mean(vals)) if vals else math.nan
 
 
+def base_model(model):
+    """The base model of a ``_GCA`` variant (``ABXI_GCA`` -> ``ABXI``), None for a base model or a
+    model this package does not know."""
+    from recbole_ortho.sweep.spec import base_model_of
+    from recbole_ortho.utils import get_model
+    try:
+        return base_model_of(get_model(model))
+    except (ValueError, TypeError):
+        return None
+
+
 def load_rows(sweep_dir):
     """One flat row per finished run: its spec, counts, per-domain test/valid metrics and
-    orthogonality statistics (every summary)."""
+    orthogonality statistics (every summary). A ``_GCA`` model run without a grid (its spec's
+    variant ``base``) is labelled ``default settings``: it is a GCA variant, compared with its base."""
     rows = []
+    bases = {}
     for spec, res in RunStore(sweep_dir).results():
-        row = {'run_id': spec['run_id'], 'model': spec['model'], 'dataset': spec['dataset'], 'seed': spec['seed'],
-               'variant': spec['variant'], 'settings': spec['settings'], 'n_params': res['n_params'],
+        model = spec['model']
+        if model not in bases:
+            bases[model] = base_model(model)
+        variant = 'default settings' if spec['variant'] == 'base' and bases[model] else spec['variant']
+        row = {'run_id': spec['run_id'], 'model': model, 'dataset': spec['dataset'], 'seed': spec['seed'],
+               'base_model': bases[model],
+               'variant': variant, 'settings': spec['settings'], 'n_params': res['n_params'],
                'epochs_run': res.get('epochs_run'), 'best_epoch': res.get('best_epoch'),
                'wall_time_s': res.get('wall_time_s'), 'trace': res.get('trace', []),
                'param_match': (res.get('param_match') or {}).get('target_model')}
@@ -95,8 +113,10 @@ def comparisons(rows, metric='ndcg@10'):
     for (ds, model, variant), runs in sorted(by.items()):
         if variant == 'base' or variant.startswith('param-matched'):
             continue
-        n = next(iter(runs.values()))['n_params']
+        first = next(iter(runs.values()))
+        n, own_base = first['n_params'], first.get('base_model')
         bases = [(k, v) for k, v in by.items() if k[0] == ds and k[1] != model and
+                 (own_base is None or k[1] == own_base) and
                  (k[2] == 'base' or (k[2].startswith(f'param-matched to {model}') and
                                      next(iter(v.values()))['param_match'] == model and
                                      abs(next(iter(v.values()))['n_params'] - n) <= 0.02 * n))]
