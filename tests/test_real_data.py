@@ -18,16 +18,21 @@ def _argv(monkeypatch):
     monkeypatch.setattr(sys, 'argv', ['pytest'])
 
 
-def test_abxi_gca_one_epoch_on_food_kitchen(tmp_path, monkeypatch):
+def run_on_food_kitchen(tmp_path, monkeypatch, model, **settings):
+    """One run of ``model`` on the shared Food-Kitchen data, prepared into ``tmp_path`` (skips
+    when ../shared/data is absent); ``settings`` are added to a one-epoch, quiet configuration."""
     raw = shared_food_kitchen()
     if raw is None:
         pytest.skip('../shared/data/food_kitchen is not available')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv('RECBOLE_ORTHO_DATA', str(raw.parent))
-    res = run_recbole_ortho(model='ABXI_GCA', dataset='food_kitchen', config_dict={
+    return run_recbole_ortho(model=model, dataset='food_kitchen', config_dict=dict({
         'data_path': str(tmp_path / 'dataset'), 'cache_dir': str(tmp_path / 'cache'), 'epochs': 1,
-        'warmup_epochs': 0, 'show_progress': False, 'save_model': False, 'threads': 2,
-        'result_file': str(tmp_path / 'r.json')})
+        'show_progress': False, 'save_model': False, 'threads': 2}, **settings))
+
+
+def test_abxi_gca_one_epoch_on_food_kitchen(tmp_path, monkeypatch):
+    run_on_food_kitchen(tmp_path, monkeypatch, 'ABXI_GCA', warmup_epochs=0, result_file=str(tmp_path / 'r.json'))
     assert (tmp_path / 'dataset' / 'food_kitchen' / 'food_kitchen_A' / 'food_kitchen_A.inter').is_file()
     r = json.loads((tmp_path / 'r.json').read_text())
     assert r['test']['A']['n_users'] == 2419 and r['test']['B']['n_users'] == 4725
@@ -71,14 +76,7 @@ def test_cdsrnp_gca_one_epoch_on_food_kitchen_with_overlap_groups(tmp_path, monk
     """The issue's check: CDSRNP_GCA one epoch on Food-Kitchen gives per-domain metrics and the
     orthogonality statistics; with overlap_ratio 0.25 the overlapped / non-overlapped groups too
     (their GCA queries without a key counted, not averaged in). Sampled CE keeps it short."""
-    raw = shared_food_kitchen()
-    if raw is None:
-        pytest.skip('../shared/data/food_kitchen is not available')
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv('RECBOLE_ORTHO_DATA', str(raw.parent))
-    res = run_recbole_ortho(model='CDSRNP_GCA', dataset='food_kitchen', config_dict={
-        'data_path': str(tmp_path / 'dataset'), 'cache_dir': str(tmp_path / 'cache'), 'epochs': 1,
-        'ce_negatives': 256, 'overlap_ratio': 0.25, 'show_progress': False, 'save_model': False, 'threads': 2})
+    res = run_on_food_kitchen(tmp_path, monkeypatch, 'CDSRNP_GCA', ce_negatives=256, overlap_ratio=0.25)
     t = res['test']
     assert t['all']['n_users'] == 7144
     assert res['data']['after']['overlapped'] == 1786 and res['data']['after']['A_only'] + \
