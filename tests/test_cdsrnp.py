@@ -117,6 +117,23 @@ def test_evaluation_support_is_seeded_and_never_holds_held_out_items():
         assert torch.equal(s1, m1.full_sort_predict(ev))                           # reproducible evaluation
 
 
+
+def test_cached_evaluation_support_follows_loaded_weights():
+    """The evaluation support is encoded once per pass and cached; weights loaded in evaluation mode
+    (as the trainer loads the best epoch before testing) are used, never a stale encoding."""
+    ds = make_dataset()
+    m1, _ = build(ds=ds, seed=1)
+    m2, _ = build(ds=ds, seed=2)
+    for m in (m1, m2):                                   # FiLM starts at zero: make the support context matter
+        torch.nn.init.normal_(m.film.weight, std=0.5)
+    _, _, ev = batches(ds)
+    m1.eval(), m2.eval()
+    with torch.no_grad():
+        s2 = m2.full_sort_predict(ev)
+        m1.full_sort_predict(ev)                                                   # caches m1's support
+        m1.load_state_dict(m2.state_dict())
+        assert torch.allclose(m1.full_sort_predict(ev), s2, atol=1e-6)
+
 def test_training_support_excludes_the_batch_users():
     model, ds = build(support_size=10)
     users = model.support_users[:15].clone()

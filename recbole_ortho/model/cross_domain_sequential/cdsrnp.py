@@ -202,6 +202,10 @@ class CDSRNP(CrossDomainSeqRecommender):
         self._eval_context = None                 # the evaluation support is encoded once per evaluation pass
         return super().train(mode)
 
+    def load_state_dict(self, *args, **kwargs):
+        self._eval_context = None                 # new weights: the cached evaluation support is stale
+        return super().load_state_dict(*args, **kwargs)
+
     # ------------------------------------------------------------------ encoders
     def layout(self, item_seq, item_len, tdom, train):
         """:class:`~recbole_ortho.model.layout.PackedLayout`: the mixed rows at every step, the A/B
@@ -382,7 +386,8 @@ class CDSRNP(CrossDomainSeqRecommender):
     # ------------------------------------------------------------------ evaluation
     def eval_support(self):
         """The support context of evaluation: the ``eval_support_size`` users fixed by ``eval_seed``,
-        their training histories encoded once per evaluation pass (nothing recorded meanwhile)."""
+        their training histories encoded once per evaluation pass (nothing recorded meanwhile) and
+        cached until :meth:`train` / ``eval()`` or :meth:`load_state_dict` is called."""
         if self._eval_context is not None and not self.training and not torch.is_grad_enabled():
             return self._eval_context
         idx = self.eval_support_idx
