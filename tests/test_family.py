@@ -211,3 +211,31 @@ def test_trim_batch_and_eval_target_domains():
     b = train_batch(seqs, 12)
     item_seq, item_len, L = m.trim_batch(b)
     assert L == int(b['item_length'].max()) and item_seq.shape == (4, L)
+
+
+# ------------------------------------------------------------------ the one evaluation cache
+def test_eval_cache_is_dropped_on_train_eval_load_and_move():
+    """:meth:`eval_cached` computes once per evaluation pass; ``train()``, ``eval()``,
+    ``load_state_dict`` and ``to()`` drop it; with gradients or in training nothing is cached."""
+    model = ABXI(make_config('ABXI', **TINY), FakeDataset())
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.zeros(1)
+
+    model.eval()
+    with torch.no_grad():
+        model.eval_cached('k', compute), model.eval_cached('k', compute)
+        assert len(calls) == 1
+        for drop in (lambda: model.eval(), lambda: model.load_state_dict(model.state_dict()),
+                     lambda: model.to('cpu')):
+            drop()
+            model.eval_cached('k', compute)
+        assert len(calls) == 4
+    model.eval_cached('k', compute), model.eval_cached('k', compute)     # gradients on: never cached
+    assert len(calls) == 6
+    model.train()
+    with torch.no_grad():
+        model.eval_cached('k', compute)
+    assert len(calls) == 7 and model._eval_cache == {}

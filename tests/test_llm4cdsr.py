@@ -45,9 +45,10 @@ def batches(ds, n=12, width=12, seed=0):
 
 
 # ------------------------------------------------------------------ reference computation
-def reference_states(model, seq):
+def reference_states(model, seq, drop=lambda x: x):
     """Plain per-user re-computation of the three threads for one history ``seq`` (1-D ids):
-    padded dense tensors, torch's own MultiheadAttention math, causal masks."""
+    padded dense tensors, torch's own MultiheadAttention math, causal masks; ``drop`` stands for
+    dropout at the official places (the embeddings, after each FFN layer)."""
     d = model.hidden_size
     dom = model.item_domain[seq]
     subseqs = [seq, seq[dom == 0], seq[dom == 1]]
@@ -60,7 +61,7 @@ def reference_states(model, seq):
             x = model.adapter(model.global_table[s]) * model.emb_scale
         else:
             x = model.domain_table[s] * math.sqrt(d)
-        h = x + model.position_embedding[k](torch.arange(1, s.numel() + 1))
+        h = drop(x + model.position_embedding[k](torch.arange(1, s.numel() + 1)))
         n = s.numel()
         mask = torch.ones(n, n, dtype=torch.bool).tril() if model.causal_attention else torch.ones(n, n, dtype=torch.bool)
         for i in range(model.n_layers):
@@ -69,7 +70,7 @@ def reference_states(model, seq):
             Q, K, V = F.linear(q, w[:d], b[:d]), F.linear(h, w[d:2 * d], b[d:2 * d]), F.linear(h, w[2 * d:], b[2 * d:])
             att = torch.softmax((Q @ K.t() / math.sqrt(d)).masked_fill(~mask, float('-inf')), -1) @ V
             h = th.ffn_norm[i](q + th.out_proj[i](att))
-            h = h + th.ffn_out[i](F.relu(th.ffn_in[i](h)))
+            h = h + drop(th.ffn_out[i](F.relu(drop(th.ffn_in[i](h)))))
         out.append(th.last_norm(h))
     return out, dom
 
@@ -89,6 +90,58 @@ def test_evaluation_scores_equal_plain_recomputation():
             ref = table @ states[0][-1] + model.domain_table @ hd
             lo, hi = ds.domain_range[td]
             assert torch.allclose(scores[b, lo:hi], ref[lo:hi], atol=1e-4), b
+
+
+class ColumnMaskDropout(torch.nn.Module):
+    """A dropout whose mask is one fixed pattern over the last dimension (every third feature
+    dropped, the rest scaled by 3/2), the same at every call: a packed and a dense computation
+    can then share it, and each extra application changes the result."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        keep = (torch.arange(x.size(-1)) % 3 != 0).to(x.dtype)
+        return x * keep * 1.5
+
+
+def test_train_mode_dropout_at_the_official_places():
+    """Train mode, dropout on: one mask per call at the official places only (3 embeddings + per
+    block and thread one after each FFN layer = 15 applications for 2 blocks, where a dropout
+    inside the inner activation made 21), and the mixed thread's states equal a plain
+    re-computation that applies the same mask there."""
+    model, ds = build(dropout_prob=0.5)
+    model.train()
+    model.dropout = ColumnMaskDropout()
+    model.dropout_prob = 0.0                       # attention dropout off: the mask above is the only noise
+    seqs, _, _ = batches(ds)
+    item_seq = torch.nn.utils.rnn.pad_sequence([s[:-1][-12:] for s in seqs], batch_first=True)
+    item_len = torch.tensor([min(s.numel() - 1, 12) for s in seqs])
+    tdom = model.eval_target_domains({'item_id': torch.stack([s[-1] for s in seqs])}, item_seq, item_len)
+    plan = model.layout(item_seq, item_len, tdom, train=False)
+    hs = model.encode(plan, model.adapter(model.global_table[plan.tokens[:plan.seg[0]]]))
+    assert model.dropout.calls == 3 + model.n_layers * 3 * 2 == 15
+    drop = ColumnMaskDropout()
+    for b, s in enumerate(seqs):
+        states, _ = reference_states(model, item_seq[b, :item_len[b]], drop=drop)
+        rows = plan.row_of[b * item_seq.size(1) + torch.arange(int(item_len[b]))]
+        assert torch.allclose(hs[0][rows], states[0], atol=1e-4), b
+
+
+def test_cached_item_table_follows_loaded_weights():
+    """The adapted item table is cached per evaluation pass; weights loaded into a model already in
+    evaluation mode are used at once, never the stale table."""
+    m1, ds = build(seed=1)
+    m2, _ = build(seed=2, ds=ds)
+    _, _, ev = batches(ds)
+    m1.eval(), m2.eval()
+    with torch.no_grad():
+        s2 = m2.full_sort_predict(ev)
+        m1.full_sort_predict(ev)                                   # caches m1's item table
+        m1.load_state_dict(m2.state_dict())
+        assert torch.allclose(m1.full_sort_predict(ev), s2, atol=1e-6)
 
 
 def test_training_loss_equals_plain_recomputation():

@@ -16,6 +16,9 @@ the sequential fields of RecBole's ``SequentialRecommender`` (``ITEM_SEQ``, ``IT
   an evaluation history), :meth:`eval_in_chunks` (bounded-memory evaluation);
 - the packed thread layout (:mod:`recbole_ortho.model.layout`) and the domain-interaction hook
   (:meth:`domain_interaction`, :meth:`interact`) where ``_GCA`` variants place GCA layers;
+- one evaluation cache (:meth:`eval_cached`: values computed once per evaluation pass, e.g. an
+  item table or an encoded support set), dropped on ``train()`` / ``eval()``, on
+  :meth:`load_state_dict` and when the model moves (``to()``);
 - statistics recorded during evaluation (:meth:`record_stat`, averaged per target domain by the
   evaluator; :meth:`paused_recording`), the per-epoch training trace (:meth:`add_trace`,
   :meth:`epoch_trace`), and the epoch being trained (:meth:`start_epoch`, ``epoch``);
@@ -106,6 +109,7 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
             raise ValueError(f'{type(self).__name__} needs exactly two domains (0 = A, 1 = B)')
         self._stats = self._steps = None
         self._trace = None
+        self._eval_cache = {}
         #: the epoch being trained (0-based), set by the trainer (:meth:`start_epoch`); for schedules
         #: inside a model, e.g. CDSRNP's KL warm-up
         self.epoch = 0
@@ -113,6 +117,33 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
     def start_epoch(self, epoch):
         """Called by the trainer before training epoch ``epoch`` (0-based)."""
         self.epoch = int(epoch)
+
+    # ---------------------------------------------------------------- evaluation cache
+    def eval_cached(self, key, compute):
+        """``compute()``, cached under ``key`` while the model evaluates (not training, no gradients);
+        recomputed (and not cached) otherwise. The cache is dropped by :meth:`drop_eval_cache`."""
+        if self.training or torch.is_grad_enabled():
+            return compute()
+        if key not in self._eval_cache:
+            self._eval_cache[key] = compute()
+        return self._eval_cache[key]
+
+    def drop_eval_cache(self):
+        """Forget every value of :meth:`eval_cached` (called on ``train()``/``eval()``,
+        :meth:`load_state_dict` and moves between devices or dtypes)."""
+        self._eval_cache = {}
+
+    def train(self, mode=True):
+        self.drop_eval_cache()                 # a new evaluation pass starts from fresh weights
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self.drop_eval_cache()                 # new weights: every cached value is stale
+        return super().load_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_eval_cache()                 # .to(device) / .double(): cached tensors would stay behind
+        return super()._apply(fn, *args, **kwargs)
 
     # ---------------------------------------------------------------- batches
     def trim_batch(self, interaction):

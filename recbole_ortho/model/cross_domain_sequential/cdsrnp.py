@@ -159,7 +159,6 @@ class CDSRNP(CrossDomainSeqRecommender):
         self.adapt_out = nn.Linear(d, d)
         self.out_norm = nn.ModuleList([nn.LayerNorm(d, eps=self.layer_norm_eps) for _ in range(2)])
         self.sampler = DomainNegativeSampler(self.domain_range, self.ce_negatives) if self.ce_negatives else None
-        self._eval_context = None
 
         # parameters initialization
         self.apply(self._init_weights)
@@ -197,14 +196,6 @@ class CDSRNP(CrossDomainSeqRecommender):
             nn.init.zeros_(module.bias)
         if module is self:
             nn.init.normal_(self.absent, mean=0.0, std=self.initializer_range)
-
-    def train(self, mode=True):
-        self._eval_context = None                 # the evaluation support is encoded once per evaluation pass
-        return super().train(mode)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._eval_context = None                 # new weights: the cached evaluation support is stale
-        return super().load_state_dict(*args, **kwargs)
 
     # ------------------------------------------------------------------ encoders
     def layout(self, item_seq, item_len, tdom, train):
@@ -387,9 +378,11 @@ class CDSRNP(CrossDomainSeqRecommender):
     def eval_support(self):
         """The support context of evaluation: the ``eval_support_size`` users fixed by ``eval_seed``,
         their training histories encoded once per evaluation pass (nothing recorded meanwhile) and
-        cached until :meth:`train` / ``eval()`` or :meth:`load_state_dict` is called."""
-        if self._eval_context is not None and not self.training and not torch.is_grad_enabled():
-            return self._eval_context
+        cached by the family base (:meth:`eval_cached`: dropped on ``train()`` / ``eval()`` and
+        :meth:`load_state_dict`)."""
+        return self.eval_cached('support', self._encode_eval_support)
+
+    def _encode_eval_support(self):
         idx = self.eval_support_idx
         seq, lens = self.support_item_seq[idx], self.support_item_len[idx]
         seq = seq[:, :int(lens.max())]
@@ -397,10 +390,7 @@ class CDSRNP(CrossDomainSeqRecommender):
             plan = self.layout(seq, lens, torch.full_like(seq, -1), train=False)
             hs = self.encode(plan)
             steps = torch.arange(idx.numel(), device=seq.device) * seq.size(1) + lens - 1
-            ctx = self.support_context(*self.domain_states(hs, plan.ctx, steps), self.support_target[idx])
-        if not self.training and not torch.is_grad_enabled():
-            self._eval_context = ctx
-        return ctx
+            return self.support_context(*self.domain_states(hs, plan.ctx, steps), self.support_target[idx])
 
     def _final(self, item_seq, item_len, tdom):
         ctx = self.eval_support()

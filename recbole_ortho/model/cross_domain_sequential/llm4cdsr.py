@@ -141,7 +141,6 @@ class LLM4CDSR(CrossDomainSeqRecommender):
         if self.skip_last_item:                                   # official randint(lo, hi) never draws hi
             ranges = {k: (lo, hi - 1) for k, (lo, hi) in ranges.items()}
         self.sampler = DomainNegativeSampler(ranges, 1)
-        self._eval_items = None
 
         # parameters initialization
         self._init_official()
@@ -173,10 +172,6 @@ class LLM4CDSR(CrossDomainSeqRecommender):
         for th in self.threads:
             for lin in list(th.in_proj) + list(th.out_proj):
                 nn.init.zeros_(lin.bias)
-
-    def train(self, mode=True):
-        self._eval_items = None                  # the adapted global table is cached per evaluation pass
-        return super().train(mode)
 
     # ------------------------------------------------------------------ layout
     def layout(self, item_seq, item_len, tdom, train):
@@ -227,8 +222,8 @@ class LLM4CDSR(CrossDomainSeqRecommender):
             out = []
             for th, q, a in zip(self.threads, ns, att):
                 h = th.ffn_norm[i](q + th.out_proj[i](a))                   # Q + MHA(Q, h, h), then LN
-                inner = self.dropout(F.relu(self.dropout(th.ffn_in[i](h))))
-                out.append(h + self.dropout(th.ffn_out[i](inner)))
+                inner = F.relu(self.dropout(th.ffn_in[i](h)))           # official: dropout1 after conv1,
+                out.append(h + self.dropout(th.ffn_out[i](inner)))          # dropout2 after conv2
             hs = self._interact(i + 1, out, plan)
         return [th.last_norm(h) for th, h in zip(self.threads, hs)]
 
@@ -339,12 +334,9 @@ class LLM4CDSR(CrossDomainSeqRecommender):
 
     def _item_table(self):
         """``[n_items, 2d]``: adapted global embedding and domain text embedding of every item (cached
-        while the model is in evaluation mode)."""
-        if self.training or torch.is_grad_enabled():
-            return torch.cat([self.adapter(self.global_table), self.domain_table], dim=1)
-        if self._eval_items is None:
-            self._eval_items = torch.cat([self.adapter(self.global_table), self.domain_table], dim=1)
-        return self._eval_items
+        per evaluation pass by the family base, :meth:`eval_cached`)."""
+        return self.eval_cached('item_table', lambda: torch.cat([self.adapter(self.global_table),
+                                                                 self.domain_table], dim=1))
 
     def full_sort_predict(self, interaction):
         """Scores ``[B, n_items]``: mixed-thread score plus the target domain's thread score (an item
