@@ -12,12 +12,14 @@ import os
 from logging import getLogger
 from time import perf_counter
 
+import numpy as np
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_ortho.config import Config
+from recbole_ortho.config import Config, ConfigError
 from recbole_ortho.data import create_dataset, data_preparation
 from recbole_ortho.trainer import CDSRTrainer, results_table
 from recbole_ortho.utils.param_match import count_parameters, match_parameters
+from recbole_ortho.utils.provenance import provenance
 from recbole_ortho.utils.utils import get_model, set_threads
 
 
@@ -40,6 +42,35 @@ def write_json_atomic(path, payload):
     tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp')
     with open(tmp, 'w') as f:
         json.dump(_jsonable(payload), f, indent=2)
+    os.replace(tmp, path)
+
+
+def ranks_path(result_file):
+    """The per-user ranks file beside a result file: ``x/result.json`` -> ``x/result.ranks.npz``."""
+    root, ext = os.path.splitext(result_file)
+    return (root if ext == '.json' else result_file) + '.ranks.npz'
+
+
+def write_ranks_atomic(path, splits):
+    """Write ``{split: {'user', 'domain', 'rank', 'ties', 'n_neg'}}`` as one compressed npz with the
+    arrays ``<split>_<name>`` (user tokens as unicode, the rest as small integers), through a
+    temporary file."""
+    arrays = {}
+    for split, r in splits.items():
+        for k, v in r.items():
+            v = np.asarray(v)
+            if k == 'user':
+                v = v.astype(str)
+            elif k == 'domain':
+                v = v.astype(np.int8)
+            else:
+                v = v.astype(np.int32)
+            arrays[f'{split}_{k}'] = v
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp')
+    with open(tmp, 'wb') as f:
+        np.savez_compressed(f, **arrays)
     os.replace(tmp, path)
 
 
@@ -85,6 +116,8 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     (``valid``/``test`` per domain, ``n_params``, ``trace``, ``config``)."""
     t_start = perf_counter()
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if config['save_ranks'] and not config['result_file']:
+        raise ConfigError('save_ranks: True writes the ranks beside result_file; set --result_file=PATH.json')
     init_seed(config['seed'], config['reproducibility'])
     init_logger(config)
     logger = getLogger()
@@ -113,7 +146,9 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     trainer = CDSRTrainer(config, model, data)
     best_score, _ = trainer.fit(train_data, valid_data, saved=saved)
     valid_result = trainer.evaluate(valid_data, load_best_model=True, desc='Valid (best)')
+    ranks = {'valid': trainer.evaluator.last_ranks}
     test_result = trainer.evaluate(test_data, load_best_model=False, desc='Test')
+    ranks['test'] = trainer.evaluator.last_ranks
     digits = config['metric_decimal_place']
     logger.info(set_color('best valid ', 'yellow') + '\n' + results_table(valid_result, config['metrics'], digits))
     logger.info(set_color('test result', 'yellow') + '\n' + results_table(test_result, config['metrics'], digits))
@@ -126,11 +161,15 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
         'trace': trainer.trace, 'data_time_s': t_data, 'wall_time_s': perf_counter() - t_start,
         'checkpoint': trainer.saved_model_file if (saved and config['save_model']) else None,
         'config': {k: config.final_config_dict[k] for k in sorted(config.final_config_dict)},
+        'provenance': provenance(device=config['device'], precision='fp32'),
     }
     if 'param_match' in info:
         result['param_match'] = info['param_match']
     if getattr(data, 'overlap_stats', None) is not None:       # overlapped / A-only / B-only users (overlap_ratio)
         result['data'] = data.overlap_stats
+    if config['save_ranks']:                     # before result.json: its presence means "finished"
+        write_ranks_atomic(ranks_path(config['result_file']), ranks)
+        result['ranks_file'] = os.path.basename(ranks_path(config['result_file']))
     if config['result_file']:
         write_json_atomic(config['result_file'], result)
         logger.info(set_color('Result written to', 'green') + f" {config['result_file']}")

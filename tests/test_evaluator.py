@@ -11,14 +11,74 @@ from recbole_ortho.evaluator import aggregate_by_domain, compute_metrics, full_r
 METRICS = ['ndcg@1', 'ndcg@10', 'hit@5', 'hit@10', 'hit@20', 'mrr', 'auc']
 
 
-def test_sampled_rank_counts_strictly_higher_and_ties_favour_target():
+def test_sampled_rank_counts_strictly_higher_and_ties_apart():
     # target in column 0
-    s = torch.tensor([[0.5, 0.9, 0.1, 0.5, 0.7],     # higher: 0.9, 0.7 -> rank 3 (tie 0.5 not counted)
+    s = torch.tensor([[0.5, 0.9, 0.1, 0.5, 0.7],     # higher: 0.9, 0.7 -> rank 3; one tie (0.5)
                       [1.0, 0.0, 0.0, 0.0, 0.0],     # rank 1
                       [0.0, 0.1, 0.2, 0.3, 0.4]])    # rank 5
-    rank, n = sampled_rank(s)
+    rank, n, ties = sampled_rank(s)
     assert rank.tolist() == [3, 1, 5]
     assert n.tolist() == [4, 4, 4]
+    assert ties.tolist() == [1, 0, 0]
+
+
+def test_tie_rules_hand_computed():
+    """Target at rank 2 with 3 tied candidates: its rank is 2, 3, 4 or 5 with equal chance."""
+    rank, n, ties = torch.tensor([2, 1]), torch.tensor([9, 9]), torch.tensor([3, 0])
+    names = ['hit@3', 'ndcg@3', 'mrr', 'auc']
+    opt = compute_metrics(names, rank, n, ties, 'optimistic')
+    pes = compute_metrics(names, rank, n, ties, 'pessimistic')
+    avg = compute_metrics(names, rank, n, ties, 'average')
+    l3, l4 = 1 / math.log2(3), 1 / math.log2(4)
+    assert opt['hit@3'].tolist() == [1.0, 1.0] and pes['hit@3'].tolist() == [0.0, 1.0]
+    assert avg['hit@3'].tolist() == [0.5, 1.0]                               # ranks 2, 3 of 2..5 hit
+    assert opt['ndcg@3'][0].item() == pytest.approx(l3) and pes['ndcg@3'][0].item() == 0.0
+    assert avg['ndcg@3'][0].item() == pytest.approx((l3 + l4) / 4)
+    assert avg['mrr'][0].item() == pytest.approx((1 / 2 + 1 / 3 + 1 / 4 + 1 / 5) / 4)
+    assert pes['mrr'][0].item() == pytest.approx(1 / 5) and opt['mrr'][0].item() == pytest.approx(1 / 2)
+    assert avg['auc'][0].item() == pytest.approx((9 - 2.5) / 9)              # expected rank 3.5
+    for m in (opt, pes, avg):                                                 # no tie: the rules agree
+        assert m['ndcg@3'][1].item() == 1.0 and m['mrr'][1].item() == 1.0
+    with pytest.raises(Exception, match='eval_ties'):
+        compute_metrics(names, rank, n, ties, 'random')
+
+
+def test_evaluator_applies_tie_rule_and_counts_tied_targets():
+    """A model that scores every item 0: each target ties with all its candidates."""
+    from recbole.data.interaction import Interaction
+    from recbole_ortho.evaluator import CDSREvaluator
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def full_sort_predict(self, batch):
+            s = torch.zeros(3, 5)
+            s[2, 3] = 1.0                          # user 2: its target 3 scores above its candidate 4
+            return s
+
+    batch = Interaction({'item_id': torch.tensor([1, 3, 3]), 'item_id_list': torch.tensor([[2], [1], [1]]),
+                         'domain_id': torch.tensor([0, 1, 1]), 'user_id': torch.tensor([1, 2, 3]),
+                         'candidates': torch.tensor([[1, 2], [3, 4], [3, 4]])})
+
+    class Data:
+        domain_range = {0: (1, 3), 1: (3, 5)}
+        user_tokens = np.array(['[PAD]', 'u1', 'u2', 'u3'])
+    out = {}
+    for rule in ('optimistic', 'average', 'pessimistic'):
+        cfg = {'metrics': ['mrr'], 'eval_protocol': 'sampled', 'ITEM_ID_FIELD': 'item_id', 'LIST_SUFFIX': '_list',
+               'USER_ID_FIELD': 'user_id', 'show_progress': False, 'eval_ties': rule}
+        ev = CDSREvaluator(cfg, Data())
+        out[rule] = ev.evaluate(Model(), [batch])
+    assert out['optimistic']['A']['mrr'] == 1.0 and out['pessimistic']['A']['mrr'] == 0.5
+    assert out['average']['A']['mrr'] == pytest.approx(0.75)
+    assert out['average']['B']['mrr'] == pytest.approx((0.75 + 1.0) / 2)
+    assert (out['average']['A']['n_tied_targets'], out['average']['B']['n_tied_targets'],
+            out['average']['all']['n_tied_targets']) == (1, 1, 2)
+    r = ev.last_ranks
+    assert r['user'].tolist() == ['u1', 'u2', 'u3'] and r['domain'].tolist() == [0, 1, 1]
+    assert r['rank'].tolist() == [1, 1, 1] and r['ties'].tolist() == [1, 1, 0] and r['n_neg'].tolist() == [1, 1, 1]
 
 
 def test_rank_metrics_hand_computed():
@@ -44,15 +104,15 @@ def test_full_rank_excludes_history_and_other_domain():
     scores = torch.tensor([[9.0, 5.0, 6.0, 1.0, 2.0, 3.0, 8.0, 7.0]])
     target = torch.tensor([5])            # score 3.0, domain A = [4, 8)
     history = torch.tensor([[6, 0, 0]])   # item 6 (score 8.0) is history: excluded
-    rank, n = full_rank(scores, target, history, torch.tensor([4]), torch.tensor([8]))
+    rank, n, ties = full_rank(scores, target, history, torch.tensor([4]), torch.tensor([8]))
     # candidates: 4 (2.0), 7 (7.0) -> one higher -> rank 2; negatives: 2
     assert rank.tolist() == [2]
-    assert n.tolist() == [2]
+    assert n.tolist() == [2] and ties.tolist() == [0]
 
 
 def test_full_rank_target_in_history_stays_candidate():
     scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
-    rank, n = full_rank(scores, torch.tensor([2]), torch.tensor([[2, 1]]), torch.tensor([1]), torch.tensor([4]))
+    rank, n, _ = full_rank(scores, torch.tensor([2]), torch.tensor([[2, 1]]), torch.tensor([1]), torch.tensor([4]))
     # history item 1 excluded, target 2 kept; item 3 higher -> rank 2, one negative
     assert rank.tolist() == [2] and n.tolist() == [1]
 
@@ -82,8 +142,8 @@ def test_evaluation_pass_is_vectorised_and_fast():
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(7144, 1000, generator=g)
     t = time.perf_counter()
-    rank, n = sampled_rank(scores)
-    compute_metrics(METRICS, rank, n)
+    rank, n, ties = sampled_rank(scores)
+    compute_metrics(METRICS, rank, n, ties, 'average')
     assert time.perf_counter() - t < 2.0
 
 
@@ -139,7 +199,7 @@ def test_evaluator_pools_step_values_per_target_domain():
     batch = Interaction({'item_id': torch.tensor([1, 3, 2]), 'item_id_list': torch.tensor([[2], [1], [1]]),
                          'domain_id': torch.tensor([0, 1, 0]), 'candidates': torch.tensor([[1, 2], [3, 4], [2, 3]])})
     cfg = {'metrics': ['mrr'], 'eval_protocol': 'sampled', 'ITEM_ID_FIELD': 'item_id', 'LIST_SUFFIX': '_list',
-           'show_progress': False}
+           'USER_ID_FIELD': 'user_id', 'show_progress': False, 'eval_ties': 'average'}
 
     class Data:
         domain_range = {0: (1, 3), 1: (3, 5)}

@@ -78,3 +78,40 @@ def test_cli_errors_before_training(tmp_path):
     p = run('--model=SASRec', '--dataset=food_kitchen', '--eval_protocol=bogus')
     assert p.returncode == 2 and 'eval_protocol' in p.stderr
     assert not (tmp_path / 'saved').exists() or not list((tmp_path / 'saved').glob('*.pth'))
+
+
+def test_result_carries_provenance_and_per_user_ranks(tiny, tmp_path):
+    """``provenance`` in the result JSON (versions, device, precision, commit; no host or path);
+    ``save_ranks`` writes each evaluated user's rank beside it, and the per-domain means of the
+    metrics recomputed from those ranks are the result's."""
+    import numpy as np
+    from recbole_ortho.evaluator.metrics import compute_metrics
+    seqs, cfg = tiny
+    out = tmp_path / 'r.json'
+    res = run_recbole_ortho(model='ABXI', dataset='tiny', config_dict=dict(
+        cfg, embedding_size=16, n_heads=2, inner_size=24, rd=2, ri=4, n_neg_per_domain=8, epochs=1,
+        warmup_epochs=0, result_file=str(out), save_ranks=True))
+    on_disk = json.loads(out.read_text())
+    prov = on_disk['provenance']
+    assert set(prov) == {'package_version', 'git_commit', 'git_dirty', 'versions', 'device', 'precision'}
+    assert prov['versions']['torch'] == torch.__version__ and prov['versions']['recbole'] == '1.0.1'
+    assert prov['device']['threads'] >= 1 and prov['device']['cpu'] and prov['precision'] == 'fp32'
+    assert prov['git_commit'] == 'unknown' or len(prov['git_commit']) == 40
+    import socket
+    assert socket.gethostname() not in json.dumps(prov) and str(tmp_path) not in json.dumps(prov)
+    assert on_disk['ranks_file'] == 'r.ranks.npz'
+    z = np.load(tmp_path / 'r.ranks.npz')
+    for split in ('valid', 'test'):
+        assert len(z[f'{split}_user']) == len(seqs) and z[f'{split}_user'].dtype.kind == 'U'
+        vals = compute_metrics(['ndcg@10', 'mrr'], torch.as_tensor(z[f'{split}_rank']),
+                               torch.as_tensor(z[f'{split}_n_neg']), torch.as_tensor(z[f'{split}_ties']), 'average')
+        for dom, name in ((0, 'A'), (1, 'B')):
+            m = z[f'{split}_domain'] == dom
+            for k in ('ndcg@10', 'mrr'):
+                assert vals[k].numpy()[m].mean() == pytest.approx(res[split][name][k])
+
+
+def test_save_ranks_without_result_file_is_refused(tiny):
+    _, cfg = tiny
+    with pytest.raises(Exception, match='save_ranks'):
+        run_recbole_ortho(model='SASRec', dataset='tiny', config_dict=dict(cfg, save_ranks=True, result_file=None))

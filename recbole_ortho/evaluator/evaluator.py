@@ -13,9 +13,16 @@ Protocols (``eval_protocol``):
 - ``full``: the target is ranked among all items of its domain except the items of the user's
   input history (the target itself stays a candidate even if it also occurs in the history).
 
-Rank = 1 + number of candidates scored *strictly* higher than the target, so a tie is
-resolved in the target's favour (optimistic). The metrics computed from the rank are those of
-the registry :mod:`recbole_ortho.evaluator.metrics` (``hit@k``, ``ndcg@k``, ``mrr``, ``auc``).
+Rank = 1 + number of candidates scored *strictly* higher than the target; the candidates scored
+exactly as the target (ties) are counted apart and resolved by ``eval_ties`` (``average``, the
+default: the metric's expected value under a random tie-break; ``optimistic``: the target wins
+every tie, as the official codes; ``pessimistic``), see :mod:`recbole_ortho.evaluator.metrics`.
+Each domain's entry counts its users whose target was tied with at least one candidate
+(``n_tied_targets``). The metrics computed from the rank are those of the registry
+:mod:`recbole_ortho.evaluator.metrics` (``hit@k``, ``ndcg@k``, ``mrr``, ``auc``).
+
+After each pass the per-user ranks are kept in :attr:`CDSREvaluator.last_ranks` (user token,
+domain, rank, ties, negatives), which ``save_ranks: True`` writes beside the result file.
 
 Every metric is averaged over users whose target is in domain A, in domain B, and over all
 users (``{'A': {...}, 'B': {...}, 'all': {...}}``). Statistics a model records during the
@@ -46,26 +53,34 @@ USER_GROUPS = ('overlap', 'non_overlap')
 GROUPS = tuple(f'{d}/{g}' for d in DOMAINS for g in USER_GROUPS)
 
 
-def rank_of_target(target_score, other_scores, valid=None):
+def rank_of_target(target_score, other_scores, valid=None, with_ties=False):
     """``1 + #{other > target}`` per row; ``valid`` (bool, same shape as ``other_scores``)
-    restricts the count to real candidates."""
-    higher = other_scores > target_score.unsqueeze(-1)
+    restricts the count to real candidates. With ``with_ties`` also ``#{other == target}``."""
+    t = target_score.unsqueeze(-1)
+    higher = other_scores > t
     if valid is not None:
         higher &= valid
-    return 1 + higher.sum(-1)
+    rank = 1 + higher.sum(-1)
+    if not with_ties:
+        return rank
+    tied = other_scores == t
+    if valid is not None:
+        tied &= valid
+    return rank, tied.sum(-1)
 
 
 def sampled_rank(scores_cand):
-    """Rank of column 0 (the target) among the candidates of each row ``[B, 1 + N]``."""
+    """``(rank, n_negatives, ties)`` of column 0 (the target) among the candidates of each row ``[B, 1 + N]``."""
     n = scores_cand.size(1) - 1
-    return rank_of_target(scores_cand[:, 0], scores_cand[:, 1:]), torch.full_like(scores_cand[:, 0], n).long()
+    rank, ties = rank_of_target(scores_cand[:, 0], scores_cand[:, 1:], with_ties=True)
+    return rank, torch.full_like(scores_cand[:, 0], n).long(), ties
 
 
 def full_rank(scores, target, history, lo, hi):
     """Rank of ``target`` among the items of ``[lo, hi)`` (per row) minus the ``history`` items.
 
     ``scores``: ``[B, n_items]``; ``history``: ``[B, L]`` (0 = padding); ``lo``/``hi``: ``[B]``.
-    Returns ``(rank, n_negatives)``.
+    Returns ``(rank, n_negatives, ties)``.
     """
     B, n_items = scores.shape
     ar = torch.arange(n_items, device=scores.device)
@@ -73,7 +88,8 @@ def full_rank(scores, target, history, lo, hi):
     valid.scatter_(1, history, False)
     valid[torch.arange(B, device=scores.device), target] = False   # the target is not its own negative
     t_score = scores.gather(1, target[:, None]).squeeze(1)
-    return rank_of_target(t_score, scores, valid), valid.sum(1)
+    rank, ties = rank_of_target(t_score, scores, valid, with_ties=True)
+    return rank, valid.sum(1), ties
 
 
 def aggregate_by_domain(values, domain):
@@ -148,6 +164,11 @@ class CDSREvaluator:
         self.iid = config['ITEM_ID_FIELD']
         self.ranges = torch.tensor([data.domain_range[0], data.domain_range[1]], dtype=torch.long)
         self.show_progress = config['show_progress']
+        self.tie_rule = config['eval_ties']
+        self.user_tokens = getattr(data, 'user_tokens', None)
+        self.uid = config['USER_ID_FIELD']
+        #: per-user ranks of the last pass: ``{'user', 'domain', 'rank', 'ties', 'n_neg'}`` (numpy)
+        self.last_ranks = None
 
     @torch.no_grad()
     def evaluate(self, model, loader, desc='Evaluate'):
@@ -157,6 +178,7 @@ class CDSREvaluator:
         if recorder:
             model.start_recording()
         values, stats, steps, doms, ovls = {m: [] for m in self.metrics}, {}, {}, [], []
+        per_user = {'user': [], 'rank': [], 'ties': [], 'n_neg': []}
         it = tqdm(loader, total=len(loader), ncols=100, desc=desc, leave=False) if self.show_progress else loader
         try:
             for batch in it:
@@ -167,12 +189,17 @@ class CDSREvaluator:
                 dom = batch['domain_id']
                 ovl = batch['overlapped'] if 'overlapped' in batch else None
                 if self.protocol == 'sampled':
-                    rank, n_neg = sampled_rank(scores.gather(1, batch['candidates']))
+                    rank, n_neg, ties = sampled_rank(scores.gather(1, batch['candidates']))
                 else:
                     r = self.ranges.to(device)[dom]
-                    rank, n_neg = full_rank(scores, batch[self.iid], batch[self.seq_field], r[:, 0], r[:, 1])
-                for k, v in compute_metrics(self.metrics, rank, n_neg).items():
-                    values[k].append(v.cpu())
+                    rank, n_neg, ties = full_rank(scores, batch[self.iid], batch[self.seq_field], r[:, 0], r[:, 1])
+                rank, n_neg, ties = rank.cpu(), n_neg.cpu(), ties.cpu()
+                for k, v in compute_metrics(self.metrics, rank, n_neg, ties, self.tie_rule).items():
+                    values[k].append(v)
+                for k, v in (('rank', rank), ('ties', ties), ('n_neg', n_neg)):
+                    per_user[k].append(v)
+                if self.uid in batch:
+                    per_user['user'].append(batch[self.uid].cpu())
                 if recorder:
                     for k, v in model.pop_stats().items():
                         stats.setdefault(k, []).append(v.cpu())
@@ -193,8 +220,17 @@ class CDSREvaluator:
                 flat[k] = v
         res = aggregate_by_domain(flat, dom)
         grouped = len(ovls) > 0 and all(o is not None for o in ovls)
+        masks = _domain_masks(dom)
         if grouped:
             res.update(aggregate_by_group(flat, dom, torch.cat(ovls).numpy()))
+            masks.update(_group_masks(dom, torch.cat(ovls).numpy()))
+        ranks = {k: torch.cat(v).numpy() for k, v in per_user.items() if v}
+        for name, mask in masks.items():
+            res[name]['n_tied_targets'] = int((ranks['ties'][mask] > 0).sum()) if 'ties' in ranks else 0
+        ranks['domain'] = dom.astype(np.int8)
+        if 'user' in ranks and self.user_tokens is not None:
+            ranks['user'] = np.asarray(self.user_tokens)[ranks['user']]
+        self.last_ranks = ranks
         for k, parts in steps.items():
             v = torch.cat([p[0] for p in parts]).numpy()
             d = torch.cat([p[1] for p in parts]).numpy()

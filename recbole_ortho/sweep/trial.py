@@ -15,7 +15,8 @@ import traceback
 
 def trial_config(spec, paths, threads):
     """The config_dict of a trial: the run's settings and seed, the sweep's data paths, this run's
-    folder for outputs; no checkpoint (the best epoch is kept in memory)."""
+    folder for outputs; no checkpoint (the best epoch is kept in memory); the per-user ranks
+    written beside ``result.json`` (``result.ranks.npz``) unless the run's settings say otherwise."""
     run_dir = paths['run_dir']
 
     def rel(p):                                   # relative to the run's folder (the trial's cwd): no
@@ -26,6 +27,7 @@ def trial_config(spec, paths, threads):
                 'checkpoint_dir': 'saved' + os.sep, 'tensorboard_dir': 'tb' + os.sep,
                 'result_file': 'result.json', 'show_progress': False, 'threads': threads})
     cfg.setdefault('save_model', False)
+    cfg.setdefault('save_ranks', True)            # per-user ranks beside result.json (the analysis's user-level tests)
     return cfg
 
 
