@@ -15,11 +15,22 @@ A sweep spec (yaml) and its expansion into runs.
         grid: {gca_positions: [[0], [0, 1]], gca_activation: [sigmoid, tanh]}
         # or a RecBole .hyper file of `choice` lines:  grid_file: abxi_gca.hyper
     param_matched: true      # + the base model widened to each distinct parameter count of the variants
+    primary:                 # the declared (confirmatory) comparison; a list of such for several
+      model: ABXI_GCA
+      variant: {gca_positions: [0], gca_activation: sigmoid}   # a grid point (none: a model without grid)
+      against: matched       # matched: the base widened to the variant's parameter count | base
+      metric: ndcg@10        # (default)
+      domains: [A, B]        # (default)
 
 A run is (model, dataset, settings, seed); its id is a hash of those, of the resolved settings
 (the model's, dataset's and overall property files merged with the run's settings), of the
 dataset's content fingerprint and of the package version, so the same run gets the same id in
-any process, and a change of code version, data or defaults gives a new one.
+any process, and a change of code version, data or defaults gives a new one. ``primary`` (and
+``name``) describe the analysis, not the runs: they enter no run id.
+
+``primary`` declares the comparisons the sweep is for (:func:`check_primary`): the analysis
+Holm-corrects those alone (one per dataset and domain for each entry) and calls every other
+comparison exploratory (:mod:`recbole_ortho.analysis.report`).
 
 An option added later with a default that turns it off would otherwise change every id (its key
 enters the resolved settings) and orphan the finished runs of a sweep: the keys of
@@ -38,7 +49,11 @@ import yaml
 
 from recbole_ortho.utils.errors import ConfigError
 
-SPEC_KEYS = ('datasets', 'seeds', 'settings', 'models', 'param_matched', 'name')
+SPEC_KEYS = ('datasets', 'seeds', 'settings', 'models', 'param_matched', 'name', 'primary')
+#: the keys of a ``primary`` entry
+PRIMARY_KEYS = ('model', 'variant', 'against', 'metric', 'domains')
+#: what a GCA variant is compared with: its base model, or the base widened to its parameter count
+PRIMARY_AGAINST = ('matched', 'base')
 
 #: Options added after runs were recorded, each with its neutral ("feature off") value, the default
 #: of ``properties/overall.yaml``: a key holding that value is left out of the resolved settings a
@@ -47,7 +62,14 @@ SPEC_KEYS = ('datasets', 'seeds', 'settings', 'models', 'param_matched', 'name')
 ID_NEUTRAL = {
     'overlap_ratio': None,          # no overlap-ratio split: every user as prepared
     'eval_neg_exclude': 'history',  # the ABXI negatives: excluding every item of the user
+    # The tie rule: runs recorded before it existed ranked ties in the target's favour; with a trained
+    # item table (ABXI, CDSRNP: n_tied_targets 0) every rule gives the same numbers, so their ids stay.
+    # LLM4CDSR's stores, whose untitled items tie, were rerun under 'average' (its other settings unchanged).
+    'eval_ties': 'average',
+    'save_ranks': False,            # writes a file beside the result, changes no number
 }
+#: keys that never enter a run id, whatever their value: they change what a run writes, not its numbers
+ID_IGNORED = ('save_ranks',)
 
 
 def _is_neutral(key, value):
@@ -133,7 +155,73 @@ def load_spec(path):
     spec['settings'] = dict(spec.get('settings') or {})
     spec['param_matched'] = bool(spec.get('param_matched', False))
     spec['name'] = spec.get('name') or os.path.splitext(where)[0]
+    spec['primary'] = check_primary(spec, where) if spec.get('primary') is not None else []
     return spec
+
+
+def check_primary(spec, where='spec'):
+    """The ``primary`` key of a loaded spec as a list of entries ``{'model', 'variant' (the grid
+    point, None for a model run without grid), 'label' (the variant's label in the analysis),
+    'against' ('matched' | 'base'), 'metric', 'domains'}``. Raises a :class:`ConfigError` naming the
+    file and the key (``primary.variant``, ``primary[1].against``, ...) when an entry does not name a
+    ``_GCA`` model of the sweep and one of its grid points, a base the sweep runs (``matched`` needs
+    ``param_matched: true``), a known metric (default ``ndcg@10``) or domains among A, B (default
+    both)."""
+    raw = spec.get('primary')
+    entries = raw if isinstance(raw, list) else [raw]
+    if not entries or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f'{where}: primary: expected a mapping (model, variant, against, metric, domains) '
+                          f'or a list of them, got {raw!r}')
+    out = []
+    for i, e in enumerate(entries):
+        key = 'primary' if not isinstance(raw, list) else f'primary[{i}]'
+        bad = set(e) - set(PRIMARY_KEYS)
+        if bad:
+            raise ConfigError(f'{where}: {key}: unknown keys {sorted(bad)}; known: {list(PRIMARY_KEYS)}')
+        model = e.get('model')
+        if model not in spec['models']:
+            raise ConfigError(f'{where}: {key}.model: [{model}] is not a model of this sweep ({list(spec["models"])})')
+        from recbole_ortho.utils import get_model
+        try:
+            base = base_model_of(get_model(model))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f'{where}: {key}.model: [{model}]: {err}') from None
+        if base is None:
+            raise ConfigError(f'{where}: {key}.model: [{model}] is not a GCA variant (no base model to compare with)')
+        grid = spec['models'][model]['grid']
+        point = e.get('variant')
+        if grid:
+            if not isinstance(point, dict) or set(point) != set(grid) or \
+                    any(point[k] not in grid[k] for k in grid):
+                raise ConfigError(f'{where}: {key}.variant: {point!r} is not a grid point of {model} '
+                                  f'(one value of each of {grid})')
+            label = variant_label(point)
+        elif point:
+            raise ConfigError(f'{where}: {key}.variant: {model} has no grid in this sweep; leave variant out')
+        else:
+            point, label = None, 'default settings'
+        against = e.get('against')
+        if against not in PRIMARY_AGAINST:
+            raise ConfigError(f'{where}: {key}.against: [{against}] must be one of {list(PRIMARY_AGAINST)}')
+        if against == 'matched' and not spec['param_matched']:
+            raise ConfigError(f'{where}: {key}.against: matched needs param_matched: true')
+        if against == 'base' and base not in spec['models']:
+            raise ConfigError(f'{where}: {key}.against: base needs the base model {base} among the models')
+        from recbole_ortho.evaluator.metrics import parse_metric
+        metric = str(e.get('metric') or 'ndcg@10').strip().lower()
+        try:
+            parse_metric(metric)
+        except ConfigError as err:
+            raise ConfigError(f'{where}: {key}.metric: {err}') from None
+        domains = e.get('domains', ['A', 'B'])
+        if not isinstance(domains, list) or not domains or not set(domains) <= {'A', 'B'} or len(set(domains)) != len(domains):
+            raise ConfigError(f'{where}: {key}.domains: {domains!r} must be a non-empty list of A, B')
+        entry = {'model': model, 'variant': point, 'label': label, 'against': against, 'metric': metric,
+                 'domains': list(domains)}
+        if any(all(o[k] == entry[k] for k in ('model', 'label', 'against', 'metric')) for o in out):
+            raise ConfigError(f'{where}: {key}: the same comparison is declared twice')
+        out.append(entry)
+    return out
 
 
 def grid_points(grid):
@@ -233,7 +321,7 @@ def _run(model, dataset, seed, settings, variant, base_cfg, fingerprint):
     resolved.update(settings)
     resolved['seed'] = seed
     for k in ID_NEUTRAL:
-        if k in resolved and _is_neutral(k, resolved[k]):
+        if k in resolved and (k in ID_IGNORED or _is_neutral(k, resolved[k])):
             del resolved[k]
     r = RunSpec(model=model, dataset=dataset, seed=seed, settings=settings, variant=variant, resolved=resolved)
     r.run_id = run_id(model, dataset, seed, resolved, fingerprint, recbole_ortho.__version__)
