@@ -1,6 +1,6 @@
 # recbole_ortho — one-command install and test.
 #   make install   creates .venv/ and installs the pinned stack + this package (editable)
-#   make test      installs if needed, then runs the default test suite
+#   make test      installs if needed, then runs the default test suite and checks the results pages
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -23,6 +23,8 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.cfg pyproject.toml
 
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+	# every published results page is what its run stores give (README "Results")
+	OMP_NUM_THREADS=1 $(PY) -m recbole_ortho.analysis --check
 
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow

@@ -25,8 +25,11 @@ def test_paired_comparison_hand_computed():
     assert r['cohens_dz'] == pytest.approx(0.02 / np.std(d, ddof=1))
     assert r['t'] == pytest.approx(0.02 / (np.std(d, ddof=1) / math.sqrt(5)))
     assert r['p_t'] == pytest.approx(0.0474, abs=5e-4)                  # t = 2.828 on 4 df (t_0.975 = 2.776)
-    assert r['p_wilcoxon_floor'] == pytest.approx(0.0625) and wilcoxon_floor(5) == 0.0625
-    assert r['p_wilcoxon'] >= r['p_wilcoxon_floor']
+    # one zero difference: only the 2^4 sign patterns of the other four count, and all four are positive,
+    # so the exact two-sided p is 2 / 2^4 = 0.125 -- the floor with a zero, not 2 / 2^5 = 0.0625
+    assert r['n_zero'] == 1 and r['wilcoxon_method'] == 'exact'
+    assert r['p_wilcoxon_floor'] == 0.125 and wilcoxon_floor(5) == 0.0625 and wilcoxon_floor(5, 1) == 0.125
+    assert r['p_wilcoxon'] == pytest.approx(0.125)
     with pytest.raises(ValueError):
         paired_comparison([1, 2], [1, 2, 3])
 
@@ -140,3 +143,159 @@ def test_gca_model_without_grid_is_a_variant_compared_with_its_own_base_only(tmp
     assert {(c['model'], c['against'], c['domain']) for c in comps} == {
         ('CDSRNP_GCA', 'CDSRNP (base)', 'A'), ('CDSRNP_GCA', 'CDSRNP (base)', 'B')}
     assert comps[0]['mean_diff'] == pytest.approx(0.01)
+
+
+# ---- the declared (primary) comparison, families, the page's statistics sections
+
+PRIMARY_A = {'model': 'ABXI_GCA', 'variant': {'gca_positions': [0]}, 'label': 'gca_positions=[0]', 'against': 'matched',
+             'metric': 'ndcg@10', 'domains': ['A']}
+
+
+def _spec_file(tmp_path, primary, **over):
+    import yaml
+    spec = {'datasets': ['fk'], 'seeds': [1, 2, 3], 'param_matched': True,
+            'models': {'ABXI': {}, 'ABXI_GCA': {'grid': {'gca_positions': [[0], [0, 1]]}}}, 'primary': primary}
+    spec.update(over)
+    path = tmp_path / 'spec.yaml'
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_primary_spec_syntax_and_errors_naming_the_key(tmp_path):
+    from recbole_ortho.sweep import load_spec
+    from recbole_ortho.utils import ConfigError
+    ok = {'model': 'ABXI_GCA', 'variant': {'gca_positions': [0]}, 'against': 'matched'}
+    spec = load_spec(_spec_file(tmp_path, ok))
+    assert spec['primary'] == [dict(PRIMARY_A, domains=['A', 'B'])]           # metric and domains defaulted
+    spec = load_spec(_spec_file(tmp_path, [ok, dict(ok, against='base', metric='MRR', domains=['B'])]))
+    assert [(e['against'], e['metric'], e['domains']) for e in spec['primary']] == [('matched', 'ndcg@10', ['A', 'B']),
+                                                                                   ('base', 'mrr', ['B'])]
+    assert load_spec(_spec_file(tmp_path, None))['primary'] == []
+    bad = [
+        (dict(ok, colour='red'), r'primary: unknown keys \[.colour.\]'),
+        (dict(ok, model='SASRec'), r'primary\.model: \[SASRec\] is not a model of this sweep'),
+        (dict(ok, model='ABXI'), r'primary\.model: \[ABXI\] is not a GCA variant'),
+        (dict(ok, variant={'gca_positions': [1]}), r'primary\.variant: .* is not a grid point of ABXI_GCA'),
+        (dict(ok, variant=None), r'primary\.variant'),
+        (dict(ok, against='wider'), r"primary\.against: \[wider\] must be one of \['matched', 'base'\]"),
+        (dict(ok, metric='ndcg'), r'primary\.metric: metrics: \[ndcg\] needs a positive cut-off'),
+        (dict(ok, domains=['C']), r'primary\.domains'),
+        ([ok, ok], r'primary\[1\]: the same comparison is declared twice'),
+        ('ABXI_GCA', r'primary: expected a mapping'),
+    ]
+    for primary, msg in bad:
+        with pytest.raises(ConfigError, match=r'spec\.yaml: ' + msg):
+            load_spec(_spec_file(tmp_path, primary))
+    with pytest.raises(ConfigError, match=r'primary\.against: matched needs param_matched: true'):
+        load_spec(_spec_file(tmp_path, ok, param_matched=False))
+
+
+def test_primary_enters_no_run_id(tiny, tmp_path, monkeypatch):
+    """Declaring the primary comparison after a sweep ran keeps every run id (it is not hashed)."""
+    from recbole_ortho.sweep import expand, load_spec
+    monkeypatch.setattr('sys.argv', ['pytest'])
+    _, cfg = tiny
+    small = dict(embedding_size=16, inner_size=24, rd=2, ri=4, n_heads=2, n_neg_per_domain=8, epochs=1,
+                 MAX_ITEM_LIST_LENGTH=10, eval_neg_num=10, state='WARNING')
+    ids = {}
+    for name, primary in (('without', None), ('with', {'model': 'ABXI_GCA', 'variant': {'gca_positions': [0]},
+                                                      'against': 'matched'})):
+        (tmp_path / name).mkdir()
+        spec = load_spec(_spec_file(tmp_path / name, primary, datasets=['tiny'], seeds=[1], settings=small))
+        ids[name] = [r.run_id for r in expand(spec, data_root=cfg['data_path'])]
+    assert len(ids['with']) == 5 and ids['with'] == ids['without']
+
+
+def test_holm_runs_within_the_declared_family_only(tmp_path):
+    from recbole_ortho.analysis import comparisons, load_rows
+    _fake_store(tmp_path / 'sw')
+    rows = load_rows(tmp_path / 'sw')
+    comps = comparisons(rows, primary=[PRIMARY_A])
+    conf = [c for c in comps if c['family'] == 'confirmatory']
+    expl = [c for c in comps if c['family'] == 'exploratory']
+    assert [(c['against_kind'], c['domain']) for c in conf] == [('matched', 'A')] and len(expl) == 3
+    # GCA - matched in A: 0.005, 0.02, 0.005 -> mean 0.01; a family of one: Holm leaves p alone
+    assert conf[0]['mean_diff'] == pytest.approx(0.01) and conf[0]['p_t_holm'] == conf[0]['p_t']
+    assert [c['p_t_holm'] for c in expl] == pytest.approx(holm([c['p_t'] for c in expl]))
+    everything = comparisons(rows)                                   # no primary: one exploratory family of 4
+    assert all(c['family'] == 'exploratory' for c in everything)
+    assert [c['p_t_holm'] for c in everything] == pytest.approx(holm([c['p_t'] for c in everything]))
+    # a declared comparison on another metric is tested on that metric (mrr = ndcg / 2 here)
+    comps = comparisons(rows, primary=[dict(PRIMARY_A, metric='mrr')])
+    conf = [c for c in comps if c['family'] == 'confirmatory']
+    assert [(c['metric'], c['domain']) for c in conf] == [('mrr', 'A')] and conf[0]['mean_diff'] == pytest.approx(0.005)
+    assert sum(c['metric'] == 'ndcg@10' for c in comps) == 4
+
+
+def test_orthogonality_per_run_and_within_correlations(tmp_path):
+    from recbole_ortho.analysis import load_rows
+    from recbole_ortho.analysis.report import orthogonality_table, within_correlations
+    _fake_store(tmp_path / 'sw')
+    rows = load_rows(tmp_path / 'sw')
+    t = {(e['domain'], e['stage']): e for e in orthogonality_table(rows)}
+    assert set(t) == {('A', 'gca0'), ('B', 'gca0')}
+    e = t[('A', 'gca0')]                                             # paper values ortho / 2 = 0.05, 0.1, 0.15
+    assert e['paper'] == [(1, 0.05), (2, 0.1), (3, pytest.approx(0.15))]
+    assert e['paper_median'] == pytest.approx(0.1) and e['paper_median_vs_paper'] == 'within'
+    assert math.isnan(e['median_abs_median']) and e['median_abs_median_vs_paper'] == 'n/a'
+    w = {x['domain']: x for x in within_correlations(rows)}
+    # x centred -1 0 1 (x 0.05), NDCG A 0.20 0.22 0.21 centred -0.01 0.01 0: r = 0.01 / sqrt(2 * 0.0002) = 0.5
+    assert w['A']['per_config'] == [('gca_positions=[0]', 3, pytest.approx(0.5))]
+    assert w['A']['pooled']['r'] == pytest.approx(0.5) and w['A']['pooled']['df'] == 1
+
+
+def _add_ranks(root, gca_rank=1, base_rank=3, users=30):
+    """A ranks file beside every result of the fake store: GCA runs rank every user at gca_rank, the others
+    at base_rank (users in both domains)."""
+    import os
+    from recbole_ortho.sweep.store import read_json
+    runs = os.path.join(root, 'runs')
+    for rid in os.listdir(runs):
+        model = read_json(os.path.join(runs, rid, 'spec.json'))['model']
+        rank = np.full(users, gca_rank if model == 'ABXI_GCA' else base_rank, np.int32)
+        arrays = {}
+        for split in ('valid', 'test'):
+            arrays.update({f'{split}_user': np.array([f'u{i}' for i in range(users)]),
+                           f'{split}_domain': (np.arange(users) % 2).astype(np.int8), f'{split}_rank': rank,
+                           f'{split}_ties': np.zeros(users, np.int32), f'{split}_n_neg': np.full(users, 99, np.int32)})
+        np.savez(os.path.join(runs, rid, 'result.ranks.npz'), **arrays)
+
+
+def test_page_sections_primary_power_orthogonality_and_per_user(tmp_path):
+    from recbole_ortho.analysis import write_report
+    _fake_store(tmp_path / 'sw')
+    spec = _spec_file(tmp_path, {'model': 'ABXI_GCA', 'variant': {'gca_positions': [0]}, 'against': 'matched',
+                                 'domains': ['A']}, models={'ABXI': {}, 'ABXI_GCA': {'grid': {'gca_positions': [[0]]}}})
+    text = open(write_report(tmp_path / 'sw', str(tmp_path / 'p.md'), spec=str(spec))).read()
+    assert '### Confirmatory: the declared comparison' in text and "spec's `primary` (`spec.yaml`)" in text
+    assert 'Holm\'s correction runs over these 1 comparison only' in text
+    assert 'exploratory family of 3 comparisons' in text and 'allow_mixed_commits=False' in text
+    assert "Pratt's treatment of zero differences" in text and '3 seeds: 2/2^3 = 0.2500' in text
+    assert '## Power: what the declared comparisons could detect' in text
+    assert '| ABXI_GCA | gca_positions=[0] | A | gca0 | 1: 0.050, 2: 0.100, 3: 0.150 | 0.100 | within |' in text
+    assert '### Within each configuration (across seeds)' in text and 'nearly meaningless' in text
+    assert '## Per-user results' not in text                         # no ranks files yet
+    no_primary = open(write_report(tmp_path / 'sw', str(tmp_path / 'q.md'))).read()
+    assert 'declares no primary comparison' in no_primary and 'Confirmatory' not in no_primary
+    _add_ranks(tmp_path / 'sw')
+    text = open(write_report(tmp_path / 'sw', str(tmp_path / 'p.md'), spec=str(spec))).read()
+    # every user: GCA rank 1 (NDCG 1) against rank 3 (NDCG 0.5) -> +0.5, interval collapsed
+    assert '## Per-user results' in text and text.count('+0.5000 [+0.5000, +0.5000]') == 4
+
+
+def test_primary_from_sweep_json_and_the_shipped_spec(tmp_path):
+    from recbole_ortho.analysis.report import resolve_primary
+    from recbole_ortho.sweep.store import write_json
+    (tmp_path / 'food_kitchen_abxi_short').mkdir()
+    primary, source = resolve_primary(str(tmp_path / 'food_kitchen_abxi_short'))   # named as a shipped spec
+    assert source == '`properties/sweep/food_kitchen_abxi_short.yaml`'
+    assert [(e['model'], e['label'], e['against'], e['domains']) for e in primary] == [
+        ('ABXI_GCA', 'gca_activation="sigmoid", gca_positions=[0]', 'matched', ['A', 'B'])]
+    write_json(str(tmp_path / 'food_kitchen_abxi_short' / 'sweep.json'), {'spec': {'primary': [PRIMARY_A]}})
+    assert resolve_primary(str(tmp_path / 'food_kitchen_abxi_short')) == ([PRIMARY_A], '`sweep.json`')
+    (tmp_path / 'other').mkdir()
+    assert resolve_primary(str(tmp_path / 'other')) == ([], None)
+    from recbole_ortho.sweep import load_spec
+    loaded = load_spec(_spec_file(tmp_path, {'model': 'ABXI_GCA', 'variant': {'gca_positions': [0]}, 'against': 'base'}))
+    assert resolve_primary(str(tmp_path / 'other'), spec=loaded)[0][0]['against'] == 'base'
+    assert resolve_primary(str(tmp_path / 'other'), spec=str(tmp_path / 'spec.yaml'))[1] == '`spec.yaml`'
