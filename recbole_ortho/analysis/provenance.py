@@ -157,9 +157,13 @@ class CodeComparer:
             if self.repo is not None:
                 try:
                     out = _git(self.repo, 'diff', '--quiet', a, b, '--', *CODE_PATHS, check=False)
-                    same = out.returncode == 0
                 except (OSError, subprocess.SubprocessError):
-                    same = False
+                    out = None
+                if out is not None and out.returncode not in (0, 1):     # 1: they differ; else git cannot tell
+                    raise MixedCommitsError(
+                        f'git cannot compare commits {a[:7]} and {b[:7]} in {self.repo} (not in its history: a '
+                        f'shallow clone? `git fetch --unshallow` brings them): {out.stderr.strip()[:200]}')
+                same = out is not None and out.returncode == 0
             self._cache[key] = same
         return self._cache[key]
 
