@@ -89,7 +89,8 @@ def test_same_code_by_commit_and_package_diff(repo):
     assert code.same_commit_code(c1, c1)
     assert code.same_commit_code(c1, c3)                   # only README and results changed in between
     assert not code.same_commit_code(c3, c4)               # recbole_ortho/ changed
-    assert not code.same_commit_code(c1, '0' * 40)         # a commit git does not have: not the same
+    with pytest.raises(MixedCommitsError, match='shallow clone'):   # a commit git does not have: it says so
+        code.same_commit_code(c1, '0' * 40)
     assert CodeComparer(None).same_commit_code(c1, c1) and not CodeComparer(None).same_commit_code(c1, c3)
     assert code.same_code({'git_commit': c1}, {'git_commit': c3, 'git_dirty': True}) is True
     assert code.same_code({'git_commit': 'unknown'}, {'git_commit': c3}) is None
