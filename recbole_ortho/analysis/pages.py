@@ -540,6 +540,10 @@ def _cdsrnp_values(V, all_runs, runs25):
     V['cdsrnp25.groups_table'] = '\n'.join(out)
 
 
+#: the paper's reported relative gain of base + GCA over the parameter-matched base (its headline, %)
+PAPER_GAIN_PCT = 14.0
+
+
 def _abxi_label(r):
     """``base``, ``param-matched (inner 980)`` or ``early, sigmoid`` / ``stacked, tanh``."""
     if r.kind == 'pm':
@@ -663,6 +667,18 @@ def _abxi_values(V, runs, rows, summary, root, sweep_dir, allow_mixed_commits=Fa
     if conf:
         c = conf[0]
         V['abxi.cmp.primary.label'] = f"{c['model']} (`{c['variant']}`) against {c['against']}"
+    from recbole_ortho.analysis.report import power_table
+    for e in power_table(conf):                  # what the declared comparison could detect with these seeds
+        k = f"abxi.power.{e['comparison']['domain']}"
+        V.update({f'{k}.n': e['n'], f'{k}.base': e['base_mean'], f'{k}.gain_pct': 100 * e['gain'],
+                  f'{k}.mde': e['paired']['mde'], f'{k}.mde_pct': 100 * e['paired']['mde_rel'],
+                  f'{k}.seeds_for_gain': e['paired']['seeds_for_gain'],
+                  f'{k}.arms.seeds_for_gain': e['arms']['seeds_for_gain'],
+                  f'{k}.ci_lo_pct': 100 * e['diff_ci_rel'][0], f'{k}.ci_hi_pct': 100 * e['diff_ci_rel'][1]})
+    his = [V[f'abxi.power.{d}.ci_hi_pct'] for d in 'AB' if f'abxi.power.{d}.ci_hi_pct' in V]
+    V['abxi.power.paper_gain_pct'] = PAPER_GAIN_PCT
+    V['abxi.power.vs_paper_gain'] = ('already excludes' if his and max(his) < PAPER_GAIN_PCT else
+                                     'does not exclude' if his and min(his) >= PAPER_GAIN_PCT else 'excludes in one domain')
     V['abxi.cmp.verdict'] = ('no GCA variant differs detectably from ABXI or from the parameter-matched ABXI'
                              if V['abxi.cmp.min_p_holm'] >= 0.05 else
                              'some GCA variant differs from ABXI or the parameter-matched ABXI (Holm p < 0.05)')
