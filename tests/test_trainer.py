@@ -40,6 +40,24 @@ def test_time_budget_stops_after_the_epoch_that_exceeds_it(tiny):
                                                                               save_model=False))
     assert res['epochs_run'] == 1 and res['stopped_by_time_budget']
     assert 'valid' in res['trace'][0]
+    assert res['stop_reason'] == 'time_budget'
+
+
+def test_stop_reason_early_stopping_or_epoch_cap(tiny, monkeypatch):
+    """Scores forced to peak at epoch 0: patience 2 stops after epoch 3, the third evaluation without
+    improvement, as RecBole's early_stopping (``early_stopping``); a run that
+    reaches ``epochs`` says ``epoch_cap`` (not converged)."""
+    from recbole_ortho.evaluator import CDSREvaluator
+    _, cfg = tiny
+    forced = iter([0.9, 0.1, 0.2, 0.3, 0.4])
+    monkeypatch.setattr(CDSREvaluator, 'valid_score', lambda self, result: next(forced))
+    res = run_recbole_ortho(model='GRU4Rec', dataset='tiny', config_dict=dict(cfg, epochs=5, stopping_step=2,
+                                                                              save_model=False))
+    assert (res['stop_reason'], res['epochs_run'], res['best_epoch']) == ('early_stopping', 4, 0)   # RecBole: > 2
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, 'argv', ['pytest'])
+    res = run_recbole_ortho(model='GRU4Rec', dataset='tiny', config_dict=dict(cfg, epochs=2, save_model=False))
+    assert (res['stop_reason'], res['epochs_run']) == ('epoch_cap', 2)
 
 
 @pytest.mark.parametrize('save_model', [True, False])

@@ -85,6 +85,9 @@ class CDSRTrainer:
         self._best_saved = False         # the best epoch's weights are in saved_model_file
         self.trace = []
         self.stopped_by_budget = False
+        #: why :meth:`fit` stopped: ``early_stopping`` (``stopping_step`` evaluations without improvement),
+        #: ``epoch_cap`` (``epochs`` reached: not converged), ``time_budget`` (``time_budget_s``)
+        self.stop_reason = None
         self.cur_step = 0
         self.global_step = 0
         self.plateau = None
@@ -202,14 +205,18 @@ class CDSRTrainer:
                         self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 self.trace.append(entry)
                 if stop:
+                    self.stop_reason = 'early_stopping'
                     self.logger.info(f'Finished training, best eval result in epoch {self.best_epoch}')
                     break
             else:
                 self.trace.append(entry)
             if over:
                 self.stopped_by_budget = True
+                self.stop_reason = 'time_budget'
                 self.logger.info(set_color(f'time_budget_s={budget} reached after epoch {epoch}', 'yellow'))
                 break
+        if self.stop_reason is None:
+            self.stop_reason = 'epoch_cap'
         self.tensorboard.flush()
         return self.best_valid_score, self.best_valid_result
 
