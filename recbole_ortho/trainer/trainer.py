@@ -34,8 +34,9 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the epoch and the batch."""
 
 
-#: statistics that are counts (printed without decimals): the GCA query steps in / left out of a statistic
-COUNT_SUFFIXES = ('/n_steps', '/no_key_steps')
+#: statistics that are counts (printed without decimals): the GCA query steps in / left out of a statistic,
+#: the targets tied with a candidate
+COUNT_SUFFIXES = ('/n_steps', '/no_key_steps', 'n_tied_targets')
 
 
 def results_table(result, metrics, digits=4, title=None):
