@@ -17,9 +17,8 @@ Sequence encoders that run on the packed rows of a
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from recbole_ortho.model.kernels import packed_attention
+from recbole_ortho.model.kernels import gelu, packed_attention
 from recbole_ortho.model.layers import Dropout, MultiHeadAttention
 
 
@@ -100,7 +99,7 @@ class PackedSASRec(nn.Module):
             out = []
             for blk, x, a in zip(blocks, hs, att):
                 x = blk.norm_attn(x + self.dropout(blk.attn.out_proj(a)))
-                out.append(blk.norm_ffn(x + self.dropout(blk.ffn_out(F.gelu(blk.ffn_in(x))))))
+                out.append(blk.norm_ffn(x + self.dropout(blk.ffn_out(gelu(blk.ffn_in(x))))))
             h = torch.cat(out)
             if interact is not None:
                 h = interact(i + 1, h)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_ortho.model.kernels import PairProjection, attention_chunks, packed_attention, sequence_ranks
+from recbole_ortho.model.kernels import PairProjection, attention_chunks, gelu, packed_attention, sequence_ranks
 from recbole_ortho.model.layers import Dropout, MultiHeadAttention, causal_key_mask
 from recbole_ortho.model.ortho import (abs_cosine, masked_row_mean, query_step_cosines, rows_mean_per_sequence,
                                       stat_name)
@@ -116,7 +116,7 @@ class GatedCrossAttention(nn.Module):
         """``act(W_2 GELU(W_1 [x; z] + b_1) + b_2)`` (reference form; the forward passes compute
         the same with ``W_1`` split into its ``x`` and ``z`` halves, fused with the attention
         projections)."""
-        g = self.gate_fc2(F.gelu(self.gate_fc1(torch.cat([x, z], dim=-1))))
+        g = self.gate_fc2(gelu(self.gate_fc1(torch.cat([x, z], dim=-1))))
         return torch.sigmoid(g) if self.activation == 'sigmoid' else torch.tanh(g)
 
     # ---------------------------------------------------------------- core
@@ -168,7 +168,7 @@ class GatedCrossAttention(nn.Module):
             gz = zk.index_select(0, other_index.clamp_min(0)) * (other_index >= 0).unsqueeze(-1).to(zk.dtype)
         else:
             gz = None
-        g = self.gate_fc2(F.gelu(gx if gz is None else gx + gz))
+        g = self.gate_fc2(gelu(gx if gz is None else gx + gz))
         g = torch.sigmoid(g) if self.activation == 'sigmoid' else torch.tanh(g)
         return self.norm(x + self.dropout(g * x_att)), x_att
 

@@ -6,9 +6,10 @@ from recbole_ortho.model.kernels.attention import (AttentionChunk, PackedAttenti
                                                    packed_attention, sequence_ranks)
 from recbole_ortho.model.kernels.dropout import DropoutFunction, keep_mask
 from recbole_ortho.model.kernels.gather import GatheredLogits, TakeRows, gathered_logits, take_rows
+from recbole_ortho.model.kernels.gelu import GELUFunction, gelu
 from recbole_ortho.model.kernels.pair_projection import PairProjection
 from recbole_ortho.model.kernels.swiglu import SwiGLUFunction
 
 __all__ = ['AttentionChunk', 'PackedAttention', 'attention_chunks', 'packed_attention', 'sequence_ranks',
            'DropoutFunction', 'keep_mask', 'GatheredLogits', 'TakeRows', 'gathered_logits', 'take_rows',
-           'PairProjection', 'SwiGLUFunction']
+           'GELUFunction', 'gelu', 'PairProjection', 'SwiGLUFunction']
