@@ -349,6 +349,14 @@ def _single_seed_values(V, alias, runs):
                 if sub.get('n_users'):
                     V[f'{p}.{d}.{grp}.users'] = int(sub['n_users'])
                     V[f'{p}.{d}.{grp}.ndcg10'] = r.metric(f'{d}/{grp}', 'ndcg@10')
+    from recbole_ortho.analysis.provenance import commit_label
+    V[f'{alias}.commits'] = joined(sorted({f'`{commit_label(r.res.get("provenance"))}`' for r in runs}))
+    rules = {r.config.get('eval_ties') or 'optimistic' for r in runs}   # recorded before eval_ties: optimistic
+    V[f'{alias}.tie_rule'] = joined(sorted(rules))
+    for k, r in g.items():
+        for d in ('A', 'B'):
+            n = r.res['test'][d].get('n_tied_targets')
+            V[f'{alias}.{k}.{d}.tied'] = 'not counted' if n is None else int(n)
     gca = g['gca']
     for x in 'ab':
         for stat in ('median_abs', 'paper', 'user_mean'):
