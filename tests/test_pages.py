@@ -310,3 +310,25 @@ def test_command_line_single_sweep_page_still_works(fixture_repo, capsys):
     assert out.read_text().startswith('# One sweep\n') and len(list((root / 'elsewhere' / 'one_plots').glob('*.png'))) == 3
     with pytest.raises(SystemExit):
         main(['--check', str(root / 'results' / 'sweeps' / 'fk')])
+
+
+def test_two_generated_blocks_in_one_page(fixture_repo):
+    """A page may hold several generated blocks (the README: quick start and results): each is filled
+    from its own template, the text around them is kept, and --check sees each."""
+    root, _ = fixture_repo
+    readme = root / 'README.md'
+    readme.write_text('Intro.\n<!-- BEGIN generated: quick -->\nold\n<!-- END generated: quick -->\nMiddle.\n'
+                      + readme.read_text())
+    (root / 'results' / 'templates' / 'quick.md').write_text('Quick: {{ fk.n_runs }} runs.\n')
+    reg = root / 'results' / 'pages.yaml'
+    reg.write_text(reg.read_text() + '  - {page: ../README.md, template: templates/quick.md, block: quick}\n')
+    regenerate(str(reg))
+    text = readme.read_text()
+    assert 'Quick: 9 runs.' in text and 'Fixture ABXI_GCA: 0.1600.' in text and '\nold\n' not in text
+    assert text.startswith('Intro.\n') and 'Middle.' in text
+    ok, problems, pages = check(str(reg))
+    assert ok, problems
+    assert pages.count('../README.md') == 1
+    readme.write_text(text.replace('Quick: 9 runs.', 'Quick: 8 runs.'))
+    ok, problems, _ = check(str(reg))
+    assert not ok and any('README.md: differs' in p for p in problems)

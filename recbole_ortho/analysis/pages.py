@@ -755,6 +755,31 @@ def _data_values(V, runs):
               'data.mean_len': (before['inters_A'] + before['inters_B']) / before['users']})
 
 
+def _quick_values(V, runs):
+    """The README's quick start: the one committed result of its command (``quick.*``)."""
+    if len(runs) != 1:
+        raise StoreError(f'quick: expected one result JSON, found {len(runs)} ({", ".join(runs)})')
+    (name, r), = runs.items()
+    V['quick.file'] = name
+    V['quick.model'] = r.model
+    V['quick.epochs'] = r.epochs_run
+    V['quick.users'] = int(r.metric('all', 'n_users'))
+    V['quick.neg_num'] = r.cfg('eval_neg_num')
+    V['quick.train_s'] = float(np.median([e['train_time_s'] for e in r.res['trace']]))
+    V['quick.valid_s'] = float(np.median([e['valid_time_s'] for e in r.res['trace'] if 'valid_time_s' in e]))
+    V['quick.wall_s'] = float(r.res['wall_time_s'])
+    V['quick.cpu'] = r.res['provenance']['device']['cpu']
+    V['quick.threads'] = r.res['provenance']['device']['threads']
+    V['quick.commit'] = r.res['provenance']['git_commit'][:7]
+    V['quick.chance_ndcg10'] = sum(1 / np.log2(k + 1) for k in range(1, 11)) / (V['quick.neg_num'] + 1)
+    for d in ('A', 'B'):
+        V[f'quick.{d}.users'] = int(r.metric(d, 'n_users'))
+        for m, mk in (('ndcg@10', 'ndcg10'), ('hit@10', 'hr10'), ('auc', 'auc')):
+            V[f'quick.{d}.{mk}'] = r.metric(d, m)
+        for x in 'ab':
+            V[f'quick.{d}.cos_{x}'] = r.metric(d, f'ortho_cos_{x}@gca0')
+
+
 def page_values(sources):
     """Every value the templates use, computed from the loaded ``sources`` (see :func:`load_sources`):
     :data:`REFERENCE`, :func:`_generic_values` of every sweep, and the values of the published
@@ -774,6 +799,8 @@ def page_values(sources):
         _h200_values(V, sources['h200'], sources['speed'])
     if {'llm', 'llm999', 'abxi', 'h200', 'speed'} <= have:
         _llm_values(V, sources['llm'], sources['llm999'], sources['abxi.rows'], sources['root'])
+    if 'quick' in have:
+        _quick_values(V, sources['quick'])
     if {'cdsrnp', 'cdsrnp25', 'abxi'} <= have:
         _cdsrnp_values(V, sources['cdsrnp'], sources['cdsrnp25'])
         V['cdsrnp.seed'] = V['cdsrnp.base.seed']
@@ -895,13 +922,15 @@ def build_all(reg, out_root, render_plots):
         write_report(reg.abs(reg.sources[p['sweep']]['sweep']), out, stat=p.get('stat', 'paper'),
                      title=title, render_plots=render_plots, allow_mixed_commits=bool(p.get('allow_mixed_commits')))
         built.append((p['page'], _plot_dir(p['page'])))
-    if reg.template_pages:
-        for p in reg.template_pages:
-            out = os.path.join(out_root, p['page'])
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            text = render_template_page(reg, p, values)
-            with open(out, 'w') as f:
-                f.write(text)
+    texts = {}                                   # a page with several blocks: each entry splices its own
+    for p in reg.template_pages:
+        out = os.path.join(out_root, p['page'])
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        text = render_template_page(reg, p, values, current_text=texts.get(p['page']))
+        texts[p['page']] = text
+        with open(out, 'w') as f:
+            f.write(text)
+        if (p['page'], None) not in built:
             built.append((p['page'], None))
     return built
 
@@ -1002,13 +1031,15 @@ def regenerate(registry=None):
         for page, plot_dir in built:
             dst = reg.abs(page)
             src = os.path.join(tmp, page)
-            entry = next((p for p in reg.template_pages if p['page'] == page), None)
-            if entry and entry.get('block'):
-                # re-read the page now (others may have edited it since) and splice the block into it
+            blocks = [p['block'] for p in reg.template_pages if p['page'] == page and p.get('block')]
+            if blocks:
+                # re-read the page now (others may have edited it since) and splice its blocks into it
                 with open(src) as f:
-                    body = _block_body(f.read(), entry['block'])
+                    generated = f.read()
                 with open(dst) as f:
-                    text = splice(f.read(), entry['block'], body, where=page)
+                    text = f.read()
+                for block in blocks:
+                    text = splice(text, block, _block_body(generated, block), where=page)
                 with open(src, 'w') as f:
                     f.write(text)
             if plot_dir is not None:
