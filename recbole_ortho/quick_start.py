@@ -19,6 +19,7 @@ from recbole_ortho.config import Config, ConfigError
 from recbole_ortho.data import create_dataset, data_preparation
 from recbole_ortho.trainer import CDSRTrainer, results_table
 from recbole_ortho.utils.param_match import count_parameters, match_parameters
+from recbole_ortho.utils.paths import ranks_path
 from recbole_ortho.utils.provenance import provenance
 from recbole_ortho.utils.utils import get_model, set_threads
 
@@ -43,12 +44,6 @@ def write_json_atomic(path, payload):
     with open(tmp, 'w') as f:
         json.dump(_jsonable(payload), f, indent=2)
     os.replace(tmp, path)
-
-
-def ranks_path(result_file):
-    """The per-user ranks file beside a result file: ``x/result.json`` -> ``x/result.ranks.npz``."""
-    root, ext = os.path.splitext(result_file)
-    return (root if ext == '.json' else result_file) + '.ranks.npz'
 
 
 def write_ranks_atomic(path, splits):

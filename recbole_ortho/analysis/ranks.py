@@ -40,6 +40,7 @@ import numpy as np
 from scipy import stats as sps
 
 from recbole_ortho.analysis.stats import wilcoxon_signed_rank
+from recbole_ortho.utils.paths import ranks_path  # noqa: F401  (re-exported: the reader names the writer's file)
 
 SPLITS = ('valid', 'test')
 #: the arrays of each split and the dtype kind each must have
@@ -49,13 +50,6 @@ DOMAIN_CODES = {'A': 0, 'B': 1}
 
 class RanksError(ValueError):
     """A ranks file that is missing, unreadable or inconsistent (the message names the file)."""
-
-
-def ranks_path(result_file):
-    """The ranks file beside a result file: ``<result_file without .json>.ranks.npz``."""
-    result_file = os.fspath(result_file)
-    stem = result_file[:-len('.json')] if result_file.endswith('.json') else result_file
-    return stem + '.ranks.npz'
 
 
 def load_ranks(path):
