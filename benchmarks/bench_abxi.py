@@ -274,7 +274,7 @@ def interleave(args):
     from recbole.utils import init_seed
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset, data_preparation
-    from recbole_ortho.utils import get_model
+    from recbole_ortho.model.registry import get_model
     tmp = tempfile.mkdtemp(prefix='bench_other_')
     other_pkg = _import_other(os.path.abspath(args.compare_dir), tmp)
     import importlib

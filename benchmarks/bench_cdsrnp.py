@@ -46,7 +46,7 @@ def gca_pairs(args, extra):
     from recbole.utils import init_seed
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset, data_preparation
-    from recbole_ortho.utils import get_model
+    from recbole_ortho.model.registry import get_model
     models, opts = {}, {}
     for name in ('CDSRNP', 'CDSRNP_GCA'):
         config = Config(model=name, dataset=args.dataset, config_dict=dict(

@@ -89,7 +89,7 @@ def worker(args):
     from recbole_ortho.data import create_dataset, data_preparation
     from recbole_ortho.quick_start import build_model
     from recbole_ortho.trainer import CDSRTrainer
-    from recbole_ortho.utils.utils import get_model
+    from recbole_ortho.model.registry import get_model
 
     torch.set_num_threads(args.threads)
     cfg = {'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads}

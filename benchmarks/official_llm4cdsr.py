@@ -112,7 +112,7 @@ def _our_config(dataset, model=None):
         cfg = {'show_progress': False, 'save_model': False, 'state': 'WARNING'}
         if model is None:
             try:
-                from recbole_ortho.utils.utils import get_model
+                from recbole_ortho.model.registry import get_model
                 get_model('LLM4CDSR')
                 model = 'LLM4CDSR'
             except Exception:

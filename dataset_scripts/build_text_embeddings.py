@@ -35,7 +35,7 @@ def main(argv=None):
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset
     from recbole_ortho.data.text_features import add_text_defaults, load_text_features
-    from recbole_ortho.utils.utils import get_model
+    from recbole_ortho.model.registry import get_model
 
     files = args.config_files.strip().split(' ') if args.config_files else None
     model = args.model

@@ -21,7 +21,8 @@ from recbole_ortho.trainer import CDSRTrainer, results_table
 from recbole_ortho.utils.param_match import count_parameters, match_parameters
 from recbole_ortho.utils.paths import ranks_path
 from recbole_ortho.utils.provenance import provenance
-from recbole_ortho.utils.utils import get_model, set_threads
+from recbole_ortho.model.registry import get_model
+from recbole_ortho.utils.utils import set_threads
 
 
 def _jsonable(obj):

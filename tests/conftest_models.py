@@ -9,7 +9,7 @@ from recbole.data.interaction import Interaction
 
 from recbole_ortho.config import model_property_files
 from recbole_ortho.data.dataset import DomainSummary
-from recbole_ortho.utils import get_model
+from recbole_ortho.model.registry import get_model
 
 BASE_KEYS = dict(USER_ID_FIELD='user_id', ITEM_ID_FIELD='item_id', LIST_SUFFIX='_list',
                  ITEM_LIST_LENGTH_FIELD='item_length', NEG_PREFIX='neg_', MAX_ITEM_LIST_LENGTH=12,

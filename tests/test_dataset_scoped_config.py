@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from recbole_ortho.config import Config, model_property_files
-from recbole_ortho.utils import get_model, known_datasets, properties_dir
+from recbole_ortho.model.registry import get_model
+from recbole_ortho.utils import known_datasets, properties_dir
 
 ROOT = Path(properties_dir())
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from conftest_models import FakeDataset, eval_batch, make_config, random_sequences, train_batch
 from recbole_ortho.model.kernels import GELUFunction, gelu
-from recbole_ortho.utils import get_model
+from recbole_ortho.model.registry import get_model
 from tests.conftest import REPO, shared_food_kitchen
 
 

@@ -200,7 +200,7 @@ def test_shipped_sweep_specs_load_and_name_known_models_and_keys(path):
     property files or of overall.yaml (a typo would otherwise only fail hours into a sweep)."""
     import yaml
     from conftest_models import model_defaults
-    from recbole_ortho.utils import get_model
+    from recbole_ortho.model.registry import get_model
     spec = load_spec(str(path))
     overall = yaml.safe_load(open(Path(__file__).resolve().parents[1] / 'properties' / 'overall.yaml'))
     for name, entry in spec['models'].items():
@@ -215,7 +215,7 @@ def test_shipped_sweep_specs_load_and_name_known_models_and_keys(path):
 def test_shipped_hyper_files_name_known_keys(path):
     """Every shipped .hyper file parses (RecBole's syntax) and names keys of the model it is for."""
     from conftest_models import model_defaults
-    from recbole_ortho.utils.utils import known_models
+    from recbole_ortho.model.registry import known_models
     name = {m.lower(): m for m in known_models()[0]}[path.stem]     # <model in lower case>.hyper
     keys = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     assert keys and not set(keys) - set(model_defaults(name))

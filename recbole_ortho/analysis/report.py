@@ -55,7 +55,7 @@ def base_model(model):
     """The base model of a ``_GCA`` variant (``ABXI_GCA`` -> ``ABXI``), None for a base model or a
     model this package does not know."""
     from recbole_ortho.sweep.spec import base_model_of
-    from recbole_ortho.utils import get_model
+    from recbole_ortho.model.registry import get_model
     try:
         return base_model_of(get_model(model))
     except (ValueError, TypeError):

@@ -32,7 +32,8 @@ from recbole_cdr.config import CDRConfig
 
 from recbole_ortho.evaluator.metrics import TIE_RULES, parse_metric
 from recbole_ortho.utils.errors import ConfigError
-from recbole_ortho.utils.utils import get_model, known_datasets, properties_dir
+from recbole_ortho.model.registry import get_model
+from recbole_ortho.utils.utils import known_datasets, properties_dir
 
 
 def _is_family(model_class):

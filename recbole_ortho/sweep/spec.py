@@ -181,7 +181,7 @@ def check_primary(spec, where='spec'):
         model = e.get('model')
         if model not in spec['models']:
             raise ConfigError(f'{where}: {key}.model: [{model}] is not a model of this sweep ({list(spec["models"])})')
-        from recbole_ortho.utils import get_model
+        from recbole_ortho.model.registry import get_model
         try:
             base = base_model_of(get_model(model))
         except (ValueError, TypeError) as err:
@@ -266,7 +266,8 @@ def expand(spec, data_root=None):
     from recbole.utils import init_seed
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset, ensure_prepared, files_signature
-    from recbole_ortho.utils import count_parameters, get_model
+    from recbole_ortho.model.registry import get_model
+    from recbole_ortho.utils import count_parameters
     argv, sys.argv = sys.argv, sys.argv[:1]          # RecBole's Config reads sys.argv
     try:
         runs = []
@@ -310,7 +311,8 @@ def expand(spec, data_root=None):
 def _run(model, dataset, seed, settings, variant, base_cfg, fingerprint):
     import recbole_ortho
     from recbole_ortho.config import model_property_files
-    from recbole_ortho.utils import get_model, properties_dir
+    from recbole_ortho.model.registry import get_model
+    from recbole_ortho.utils import properties_dir
     keys = set()
     for f in [os.path.join(properties_dir(), 'overall.yaml'), os.path.join(properties_dir(), 'dataset', dataset + '.yaml')] \
             + model_property_files(get_model(model)):
