@@ -26,6 +26,7 @@ from recbole.utils import early_stopping, get_local_time, set_color
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from recbole_ortho.data.dataset import files_signature
 from recbole_ortho.evaluator import GROUPS, CDSREvaluator
 from recbole_ortho.utils.utils import load_checkpoint
 
@@ -84,6 +85,7 @@ class CDSRTrainer:
         self.best_epoch = -1
         self._best_state = None          # the best epoch's weights, kept in memory when no checkpoint is written
         self._best_saved = False         # the best epoch's weights are in saved_model_file
+        self._data_fingerprint = None    # files_signature of the data, computed at the first checkpoint
         self.trace = []
         self.stopped_by_budget = False
         #: why :meth:`fit` stopped: ``early_stopping`` (``stopping_step`` evaluations without improvement),
@@ -151,8 +153,11 @@ class CDSRTrainer:
         return total / max(n, 1)
 
     def _save_checkpoint(self, epoch):
+        if self._data_fingerprint is None:      # what load_data_and_model checks the data against
+            self._data_fingerprint = files_signature(self.config)
         state = {'config': self.config, 'epoch': epoch, 'best_valid_score': self.best_valid_score,
-                 'state_dict': self.model.state_dict(), 'optimizer': self.optimizer.state_dict()}
+                 'state_dict': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
+                 'data_fingerprint': self._data_fingerprint}
         tmp = self.saved_model_file + '.tmp'
         torch.save(state, tmp)
         os.replace(tmp, self.saved_model_file)
