@@ -98,3 +98,16 @@ def test_power_summary_on_the_abxi_short_sweep():
     assert s['diff_ci_rel'][1] < 0.14                                # +14 % is outside the 95 % interval
     assert s['paired']['mde_rel'] == pytest.approx(s['paired']['mde'] / s['base_mean'])
     assert paired_t_power(s['paired']['mde'], s['paired']['sd'], 3) == pytest.approx(0.8)
+
+
+def test_paired_t_power_with_two_pairs_where_scipys_noncentral_t_gives_nan():
+    """n = 2 (one degree of freedom): scipy's nct returns NaN for some noncentralities; the power
+    is then integrated, and agrees with a simulation of the paired t-test."""
+    from recbole_ortho.analysis.stats import detectable_effect, paired_t_power
+    rng = np.random.default_rng(0)
+    effect, sd, n = 0.016970562748477157, 0.006, 2
+    d = rng.normal(effect, sd, size=(400000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
+    simulated = np.mean(np.abs(t) > sps.t.ppf(0.975, n - 1))
+    assert paired_t_power(effect, sd, n) == pytest.approx(simulated, abs=0.003)
+    assert 0 < detectable_effect(sd, n) < np.inf

@@ -819,9 +819,18 @@ class Registry:
         self.sources = reg.get('sources') or {}
         self.sweep_pages = reg.get('sweep_pages') or []
         self.template_pages = reg.get('template_pages') or []
+        self.study_pages = reg.get('study_pages') or []
         for p in self.sweep_pages:
             if p.get('sweep') not in self.sources or 'sweep' not in self.sources[p['sweep']]:
                 raise ValueError(f"{path}: page {p.get('page')}: sweep {p.get('sweep')!r} is not a sweep source")
+        for p in self.study_pages:
+            for key in ('main', 'scaling', 'cause', 'positions'):
+                aliases = p.get(key) or []
+                for alias in ([aliases] if isinstance(aliases, str) else aliases):
+                    if alias not in self.sources or 'sweep' not in self.sources[alias]:
+                        raise ValueError(f"{path}: study page {p.get('page')}: {key}: {alias!r} is not a sweep source")
+            if not p.get('main'):
+                raise ValueError(f"{path}: study page {p.get('page')}: main: name at least one sweep source")
 
     def abs(self, rel):
         return os.path.normpath(os.path.join(self.base, rel))
@@ -913,7 +922,8 @@ def build_all(reg, out_root, render_plots):
     folder); returns ``[(relative page, relative plot dir or None)]``."""
     from recbole_ortho.analysis.report import write_report
     built = []
-    values = page_values(load_sources(reg))
+    sources = load_sources(reg)
+    values = page_values(sources)
     for p in reg.sweep_pages:
         out = os.path.join(out_root, p['page'])
         os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -921,6 +931,13 @@ def build_all(reg, out_root, render_plots):
             if p.get('title') else None
         write_report(reg.abs(reg.sources[p['sweep']]['sweep']), out, stat=p.get('stat', 'paper'),
                      title=title, render_plots=render_plots, allow_mixed_commits=bool(p.get('allow_mixed_commits')))
+        built.append((p['page'], _plot_dir(p['page'])))
+    for p in reg.study_pages:                    # the converged study's verdict page (analysis/study.py)
+        from recbole_ortho.analysis.study import write_study_page
+        out = os.path.join(out_root, p['page'])
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        title = render(p['title'], values, source=f"{os.path.relpath(reg.path, reg.root())}: title of {p['page']}")
+        write_study_page(sources, p, out, title, render_plots=render_plots)
         built.append((p['page'], _plot_dir(p['page'])))
     texts = {}                                   # a page with several blocks: each entry splices its own
     for p in reg.template_pages:

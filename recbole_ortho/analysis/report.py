@@ -77,6 +77,7 @@ def load_rows(sweep_dir):
                'base_model': bases[model],
                'variant': variant, 'settings': spec['settings'], 'n_params': res['n_params'],
                'epochs_run': res.get('epochs_run'), 'best_epoch': res.get('best_epoch'),
+               'stop_reason': res.get('stop_reason'), 'config': res.get('config') or {},
                'wall_time_s': res.get('wall_time_s'), 'trace': res.get('trace', []),
                'param_match': (res.get('param_match') or {}).get('target_model'),
                'result_path': path, 'provenance': res.get('provenance'), 'code': commit_label(res.get('provenance')),

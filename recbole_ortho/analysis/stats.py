@@ -212,7 +212,15 @@ def paired_t_power(effect, sd, n, alpha=0.05):
         return math.nan
     df, nc = n - 1, effect * math.sqrt(n) / sd
     tc = float(sps.t.ppf(1 - alpha / 2, df))
-    return float(sps.nct.sf(tc, df, nc) + sps.nct.cdf(-tc, df, nc))
+    power = float(sps.nct.sf(tc, df, nc) + sps.nct.cdf(-tc, df, nc))
+    if math.isnan(power):        # scipy's noncentral t fails for few degrees of freedom: integrate instead
+        from scipy.integrate import quad
+
+        def tails(v):            # P(|Z + nc| > tc sqrt(v / df)) given the chi-square draw v
+            c = tc * math.sqrt(v / df)
+            return (sps.norm.sf(c - nc) + sps.norm.cdf(-c - nc)) * sps.chi2.pdf(v, df)
+        power = float(quad(tails, 0, np.inf, limit=200)[0])
+    return power
 
 
 def detectable_effect(sd, n, alpha=0.05, power=0.8):

@@ -1,0 +1,215 @@
+"""The converged study's page (recbole_ortho/analysis/study.py): each verdict rule on rows whose
+outcome is known by construction, the tests against scipy, and the page through a fixture registry
+(``--regenerate`` then ``--check``, which fails once a result changes)."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from recbole_ortho.analysis import study
+from recbole_ortho.analysis.study import FAILS, HOLDS, OPEN
+
+SEEDS = (1, 2, 3, 4, 5)
+
+
+def row(model, seed, a, b, role='base', ortho=(math.nan, math.nan), n_params=100, stop='early_stopping', d=None,
+        label=None, config=None):
+    r = {'model': model, 'seed': seed, 'base_model': 'ABXI' if model.endswith('_GCA') else None,
+         'param_match': 'ABXI_GCA' if role == 'matched' else None, 'stop_reason': stop, 'n_params': n_params,
+         'test_A_ndcg@10': a, 'test_B_ndcg@10': b, 'test_A_hit@10': 2 * a, 'test_B_hit@10': 2 * b,
+         'ortho_A_paper': ortho[0], 'ortho_B_paper': ortho[1], 'wall_time_s': 3600.0, 'best_epoch': 9,
+         'trace': [], 'settings': {} if d is None else {'embedding_size': d}, 'config': config or {},
+         'result_path': '/nonexistent/result.json', 'variant': 'base', 'dataset': 'fk'}
+    r['label'] = label or study.ROLE_LABEL[study.role(r)]
+    return r
+
+
+NOISE = {1: 0.001, 2: -0.002, 3: 0.0005, 4: 0.0015, 5: -0.001}
+
+
+def main_arm(gain, stop_matched='early_stopping'):
+    rows = []
+    for s in SEEDS:
+        base = 0.20 + 0.003 * s
+        rows.append(row('ABXI', s, base, base - 0.05))
+        rows.append(row('ABXI', s, base + 0.001, base - 0.049, role='matched', n_params=120,
+                        stop=stop_matched if s == 5 else 'early_stopping'))
+        rows.append(row('ABXI_GCA', s, base + 0.001 + gain + NOISE[s], base - 0.049 + gain - NOISE[s],
+                        role='gca', ortho=(0.15 + 0.01 * s, 0.12 + 0.01 * s), n_params=120))
+    return rows
+
+
+def test_roles_and_families():
+    rows = main_arm(0.01)
+    assert [study.role(r) for r in rows[:3]] == ['base', 'matched', 'gca']
+    assert {study.family(r) for r in rows} == {'ABXI'}
+
+
+def test_primary_is_the_paired_t_test_over_converged_seeds_with_holm():
+    rows = main_arm(0.01, stop_matched='epoch_cap')          # seed 5's matched run did not converge
+    prim = study.primary(rows)
+    assert [(c['family'], c['domain']) for c in prim] == [('ABXI', 'A'), ('ABXI', 'B')]
+    for c, d in zip(prim, 'AB'):
+        assert c['seeds'] == [1, 2, 3, 4]
+        g = [r[f'test_{d}_ndcg@10'] for r in rows if study.role(r) == 'gca' and r['seed'] < 5]
+        m = [r[f'test_{d}_ndcg@10'] for r in rows if study.role(r) == 'matched' and r['seed'] < 5]
+        assert c['p_t'] == pytest.approx(sps.ttest_rel(g, m).pvalue)
+        assert c['mean_diff'] == pytest.approx(np.mean(np.subtract(g, m)))
+    ps = sorted(c['p_t'] for c in prim)                      # Holm over the two: min(1, 2 p1), max(that, p2)
+    assert sorted(c['p_holm'] for c in prim) == pytest.approx([min(1, 2 * ps[0]), max(min(1, 2 * ps[0]), ps[1])])
+
+
+def _verdict(rows, claim_index, scaling_rows=(), cause_rows=()):
+    main = list(rows)
+    abxi_gca = [r for r in main if study.role(r) == 'gca']
+    v = study.verdicts(study.primary(main), study.ortho_summary(main), study.correlation_summary(main + list(cause_rows)),
+                       study.scaling_summary(main + list(scaling_rows), 256), [],
+                       study.cause_summary(list(cause_rows), abxi_gca))
+    return v[claim_index]
+
+
+def test_gca_beats_matched_holds_fails_or_stays_open_by_the_rule():
+    assert _verdict(main_arm(0.01), 2)['status'] == HOLDS
+    assert _verdict(main_arm(-0.01), 2)['status'] == FAILS
+    open_ = _verdict(main_arm(0.0), 2)['status']
+    assert open_.startswith(OPEN) and 'detectable effect' in open_
+    few = main_arm(0.01)[:3]                                   # one seed: no test
+    assert _verdict(few, 2)['status'] == f'{OPEN} (fewer than 2 converged seed pairs)'
+
+
+def test_orthogonality_level_verdict():
+    rows = main_arm(0.01)                                      # medians 0.18 (A) and 0.15 (B): within
+    assert _verdict(rows, 0)['status'] == HOLDS
+    assert 'ABXI A: median 0.180 over 5 runs (within)' in _verdict(rows, 0)['numbers']
+    for r in rows:
+        if study.role(r) == 'gca':
+            r['ortho_A_paper'] += 0.1                          # A: 0.28 -> above the paper's range
+    assert _verdict(rows, 0)['status'] == FAILS
+    assert _verdict(rows[:6], 0)['status'].startswith(f'{OPEN} (fewer than 3')
+
+
+def test_correlation_verdict_follows_the_sign_and_its_interval():
+    rows = main_arm(0.01)
+    for r in rows:                                             # NDCG falls as |cos| rises, in both domains
+        if study.role(r) == 'gca':
+            r['test_A_ndcg@10'] = 0.5 - r['ortho_A_paper'] + 0.0001 * NOISE[r['seed']]
+            r['test_B_ndcg@10'] = 0.4 - r['ortho_B_paper'] - 0.0001 * NOISE[r['seed']]
+    v = _verdict(rows, 1)
+    assert v['status'] == HOLDS and 'r = -1.00' in v['numbers'] and '(paper -0.33)' in v['numbers']
+    for r in rows:
+        if study.role(r) == 'gca':
+            r['test_A_ndcg@10'] = r['ortho_A_paper']
+    assert _verdict(rows, 1)['status'] == FAILS
+    assert study.detectable_r(10) == pytest.approx(math.tanh((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) / math.sqrt(7)))
+
+
+def test_scaling_fit_and_verdict():
+    main = main_arm(0.01)
+    extra = []
+    for d, n, shift in ((64, 30, -0.03), (128, 60, -0.015)):
+        for s in SEEDS[:3]:
+            base = 0.20 + 0.003 * s + shift
+            extra += [row('ABXI', s, base, base - 0.05, n_params=n, d=d),
+                      row('ABXI', s, base, base - 0.05, role='matched', n_params=int(n * 1.2), d=d),
+                      row('ABXI_GCA', s, base + 0.01 + NOISE[s], base - 0.04 - NOISE[s], role='gca',
+                          n_params=int(n * 1.2), d=d, ortho=(0.2, 0.2))]
+    sc = study.scaling_summary(main + extra, 256)
+    assert sc['sizes'] == [64, 128, 256]
+    fit = [f for f in sc['fits'] if f['domain'] == 'A' and f['role'] == 'base'][0]
+    base_rows = [r for r in main + extra if study.role(r) == 'base']
+    ref = sps.linregress(np.log([r['n_params'] for r in base_rows]), [r['test_A_ndcg@10'] for r in base_rows])
+    assert (fit['a'], fit['b']) == pytest.approx((ref.intercept, ref.slope))
+    assert _verdict(main, 3)['status'].startswith(f'{OPEN} (runs at 1 hidden size')
+    assert _verdict(main, 3, scaling_rows=extra)['status'] == HOLDS
+    for r in extra:
+        if study.role(r) == 'gca' and r['settings']['embedding_size'] == 64:
+            r['test_B_ndcg@10'] -= 0.03
+    assert _verdict(main, 3, scaling_rows=extra)['status'] == FAILS
+
+
+def test_cause_arm_penalty_against_gca_early():
+    main = main_arm(0.01)
+    gca = {r['seed']: r for r in main if study.role(r) == 'gca'}
+    cause = [row('ABXI_GCA', s, gca[s]['test_A_ndcg@10'] - 0.01 + NOISE[s] / 5, gca[s]['test_B_ndcg@10'] - 0.01,
+                 role='gca', label='gca_ortho_weight=0.1', config={'gca_ortho_weight': 0.1}, ortho=(0.05, 0.05))
+             for s in SEEDS[:3]]
+    cause[2]['test_B_ndcg@10'] -= 0.0005
+    v = _verdict(main, 5, cause_rows=cause)
+    assert v['status'] == FAILS and 'gca_ortho_weight=0.1 A: -0.0' in v['numbers']
+    assert _verdict(main, 5)['status'] == f'{OPEN} (cause arm not run yet)'
+
+
+def test_position_summary_pairs_placements_of_equal_other_settings():
+    rows = []
+    for s in SEEDS[:3]:
+        for pos, act, v in (([0], 'sigmoid', 0.20), ([0, 1], 'sigmoid', 0.19), ([0], 'tanh', 0.10), ([0, 1], 'tanh', 0.12)):
+            rows.append(row('ABXI_GCA', s, v + NOISE[s] / 10, v, role='gca', stop='epoch_cap',
+                            config={'gca_positions': pos, 'gca_activation': act}))
+    out = study.position_summary(rows)
+    got = {(c['position'], c['domain']): round(c['mean_diff'], 6) for c in out}
+    assert got == {('[0, 1] (gca_activation=sigmoid)', 'A'): 0.01, ('[0, 1] (gca_activation=sigmoid)', 'B'): 0.01,
+                   ('[0, 1] (gca_activation=tanh)', 'A'): -0.02, ('[0, 1] (gca_activation=tanh)', 'B'): -0.02}
+    assert all(c['converged'] == 0 for c in out)
+
+
+# ---------------------------------------------------------------- the page through a fixture registry
+
+def _store(sweep_dir, gain):
+    from recbole_ortho.sweep.store import write_json
+    for r in main_arm(gain):
+        model = r['model']
+        rid = f"{model}-fk-s{r['seed']}-{study.role(r)}"
+        dom = {d: {'n_users': 10, 'ndcg@10': r[f'test_{d}_ndcg@10'], 'hit@10': r[f'test_{d}_hit@10']} for d in 'AB'}
+        if model == 'ABXI_GCA':
+            dom['A']['ortho_cos_a@gca0/paper'], dom['B']['ortho_cos_b@gca0/paper'] = r['ortho_A_paper'], r['ortho_B_paper']
+        dom['all'] = dict(dom['A'])
+        res = {'model': model, 'test': dom, 'valid': dom, 'n_params': r['n_params'], 'epochs_run': 20, 'best_epoch': 9,
+               'stop_reason': 'early_stopping', 'wall_time_s': 3600.0, 'config': {'seed': r['seed']},
+               'trace': [{'epoch': e, 'train_loss': 1.0, 'valid_score': 0.1 + 0.01 * e} for e in range(20)]}
+        if r['param_match']:
+            res['param_match'] = {'target_model': 'ABXI_GCA', 'target_n_params': 120, 'updates': {}, 'rel_diff': 0.0}
+        d = os.path.join(sweep_dir, 'runs', rid)
+        os.makedirs(d)
+        variant = 'param-matched to ABXI_GCA (120 parameters)' if r['param_match'] else 'base'
+        write_json(os.path.join(d, 'spec.json'), {'run_id': rid, 'model': model, 'dataset': 'fk', 'seed': r['seed'],
+                                                   'settings': {}, 'variant': variant})
+        write_json(os.path.join(d, 'result.json'), res)
+
+
+def test_study_page_regenerates_and_checks(tmp_path):
+    from recbole_ortho.analysis.pages import check, regenerate
+    results = tmp_path / 'results'
+    results.mkdir()
+    _store(str(results / 'sweeps' / 'study'), 0.01)
+    (results / 'pages.yaml').write_text(
+        'sources:\n  st: {sweep: sweeps/study}\n'
+        'study_pages:\n  - {page: study.md, title: "Study ({{ st.n_runs }} runs)", main: [st], main_d: 256,'
+        ' expected: {main: 15}}\n')
+    reg = str(results / 'pages.yaml')
+    assert regenerate(reg) == ['study.md']
+    text = (results / 'study.md').read_text()
+    assert text.startswith('# Study (15 runs)')
+    assert 'Runs finished: main arm 15 of 15' in text
+    assert '| GCA beats the parameter-matched base, in every setting (declared comparison) | **holds here** |' in text
+    for png in ('ortho_vs_ndcg10', 'training_curves', 'scaling_ndcg10_vs_params'):
+        assert (results / 'study_plots' / f'{png}.png').stat().st_size > 1000
+    ok, problems, _ = check(reg)
+    assert ok, problems
+    res_path = next((results / 'sweeps' / 'study' / 'runs').glob('ABXI_GCA-fk-s1-*')) / 'result.json'
+    res = json.loads(res_path.read_text())
+    res['test']['A']['ndcg@10'] -= 0.05
+    res_path.write_text(json.dumps(res))
+    ok, problems, _ = check(reg)
+    assert not ok and any('study.md' in p for p in problems)
+
+
+def test_registry_refuses_a_study_arm_that_is_not_a_sweep(tmp_path):
+    from recbole_ortho.analysis.pages import Registry
+    p = tmp_path / 'pages.yaml'
+    p.write_text('sources:\n  x: {json: a.json}\nstudy_pages:\n  - {page: s.md, title: t, main: [x]}\n')
+    with pytest.raises(ValueError, match=r"study page s.md: main: 'x' is not a sweep source"):
+        Registry(p)
