@@ -213,3 +213,26 @@ def test_registry_refuses_a_study_arm_that_is_not_a_sweep(tmp_path):
     p.write_text('sources:\n  x: {json: a.json}\nstudy_pages:\n  - {page: s.md, title: t, main: [x]}\n')
     with pytest.raises(ValueError, match=r"study page s.md: main: 'x' is not a sweep source"):
         Registry(p)
+
+
+def test_the_cause_arms_own_reference_is_vector_gate_without_penalty():
+    assert study.is_reference(row('ABXI_GCA', 1, 0.2, 0.1, role='gca', config={'gca_gate': 'vector', 'gca_ortho_weight': 0.0}))
+    assert not study.is_reference(row('ABXI_GCA', 1, 0.2, 0.1, role='gca', config={'gca_gate': 'scalar', 'gca_ortho_weight': 0.0}))
+    assert not study.is_reference(row('ABXI_GCA', 1, 0.2, 0.1, role='gca', config={'gca_gate': 'vector', 'gca_ortho_weight': 1.0}))
+
+
+def test_a_pending_arm_reads_as_empty_and_an_unmarked_missing_store_is_an_error(tmp_path):
+    from recbole_ortho.analysis.pages import StoreError, check, regenerate
+    results = tmp_path / 'results'
+    results.mkdir()
+    _store(str(results / 'sweeps' / 'study'), 0.01)
+    reg = results / 'pages.yaml'
+    body = ('  st: {sweep: sweeps/study}\n  later: {sweep: sweeps/later%s}\n'
+            'study_pages:\n  - {page: study.md, title: "Study", main: [st, later], cause: later, expected: {cause: 18}}\n')
+    reg.write_text('sources:\n' + body % ', pending: true')
+    regenerate(str(reg))
+    assert 'cause arm 0 of 18' in (results / 'study.md').read_text()
+    assert check(str(reg))[0]
+    reg.write_text('sources:\n' + body % '')
+    with pytest.raises((StoreError, FileNotFoundError)):
+        check(str(reg))

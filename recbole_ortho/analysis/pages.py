@@ -728,7 +728,7 @@ def _generic_values(V, alias, runs):
     (``base``, ``pm``, ``gca``) the mean over its runs of every test metric per domain
     (``<alias>.<model>.<kind>.<A|B>.<metric>``), its parameter counts and best epochs (spans)."""
     V[f'{alias}.n_runs'] = len(runs)
-    V[f'{alias}.seeds'] = joined(sorted({r.seed for r in runs}))
+    V[f'{alias}.seeds'] = joined(sorted({r.seed for r in runs})) if runs else 'none'
     groups = defaultdict(list)
     for r in runs:
         groups[(r.model, r.kind)].append(r)
@@ -858,8 +858,13 @@ def load_sources(reg):
         if 'sweep' in src:
             out['sweeps'].append(alias)
             path = reg.abs(src['sweep'])
-            out[alias] = load_sweep(path)
-            out[f'{alias}.rows'] = load_rows(path)
+            runs_dir = os.path.join(path, 'runs')
+            if src.get('pending') and not (os.path.isdir(runs_dir) and any(
+                    os.path.isfile(os.path.join(runs_dir, r, 'result.json')) for r in os.listdir(runs_dir))):
+                out[alias], out[f'{alias}.rows'] = [], []      # an arm not run yet (pending: true)
+            else:
+                out[alias] = load_sweep(path)
+                out[f'{alias}.rows'] = load_rows(path)
             out[f'{alias}.dir'] = path
             out[f'{alias}.allow_mixed_commits'] = any(p.get('allow_mixed_commits') for p in reg.sweep_pages
                                                       if p['sweep'] == alias)

@@ -232,6 +232,12 @@ def scaling_summary(rows, main_d):
     return {'points': points, 'fits': fits, 'diffs': diffs, 'sizes': sorted({_d_of(r, main_d) for r in rs})}
 
 
+def is_reference(row):
+    """A GCA_early run of the cause arm with the default gate (vector) and no orthogonality penalty."""
+    cfg = row['config']
+    return cfg.get('gca_gate', 'vector') == 'vector' and not float(cfg.get('gca_ortho_weight') or 0)
+
+
 def cause_summary(rows, reference):
     """Each cause-arm configuration of ABXI_GCA (``label``) against the main arm's GCA_early runs
     (``reference``) of the same seeds: test NDCG@10 and the paper's statistic per domain (means and
@@ -687,7 +693,9 @@ def write_study_page(sources, entry, out_md, title, render_plots=True):
     corr = correlation_summary(main + cause_rows)
     main_abxi = [r for r in main if family(r) == 'ABXI']
     scaling = scaling_summary(main_abxi + scaling_rows, int(entry.get('main_d', 256)))
-    cause = cause_summary(cause_rows, [r for r in main_abxi if role(r) == 'gca'])
+    # the cause arm's own (vector gate, no penalty) runs are its reference; else the main arm's GCA_early
+    ref = [r for r in cause_rows if is_reference(r)] or [r for r in main_abxi if role(r) == 'gca']
+    cause = cause_summary([r for r in cause_rows if not is_reference(r)], ref)
     positions = position_summary(pos_rows)
     verdict = verdicts(prim, ortho, corr, scaling, positions, cause)
     out_dir = os.path.dirname(os.path.abspath(out_md))
@@ -699,7 +707,7 @@ def write_study_page(sources, entry, out_md, title, render_plots=True):
     plots = {'ortho_vs_ndcg10': _plot_scatter(main, cause_rows, plot_dir, render_plots),
              'scaling': _plot_scaling(scaling, plot_dir, render_plots),
              'training_curves': _plot_curves(main, plot_dir, render_plots),
-             'cause_ablation': _plot_cause(cause, [r for r in main_abxi if role(r) == 'gca'], plot_dir, render_plots)}
+             'cause_ablation': _plot_cause(cause, ref, plot_dir, render_plots)}
     text = markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, scaling, cause, positions, verdict,
                     plots, out_dir)
     with open(out_md + '.tmp', 'w') as f:
