@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
+from recbole_ortho.model.kernels.amp import DEVICE_TYPES, LOW_PRECISION, accumulation_dtype, custom_bwd, custom_fwd
 from recbole_ortho.model.kernels.dropout import keep_mask
 
 
@@ -158,11 +159,11 @@ def _chunk_probs(Qs, Ks, c, allowed):
     query without any allowed key attends uniformly; its output is zeroed by the caller)."""
     m = _chunk_mask(allowed, c)[:, 0]                              # [n, lq, lk]
     has = m.any(-1)                                                # [n, lq]
-    bias = torch.zeros(m.shape, dtype=Qs[0].dtype, device=m.device).masked_fill_(~(m | ~has.unsqueeze(-1)),
-                                                                                 float('-inf'))
     s = Qs[0].new_empty(len(Qs), c.n, c.lq, c.lk)
     for h, (Q, K) in enumerate(zip(Qs, Ks)):
         torch.bmm(Q, K.transpose(1, 2), out=s[h])
+    s = s.to(accumulation_dtype(s))                                # the softmax in fp32 under bf16
+    bias = torch.zeros(m.shape, dtype=s.dtype, device=m.device).masked_fill_(~(m | ~has.unsqueeze(-1)), float('-inf'))
     return torch.softmax(s.mul_(Qs[0].size(-1) ** -0.5).add_(bias), dim=-1), has
 
 
@@ -184,6 +185,7 @@ def _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty=True, keep=None,
             Pv = _dropped(P, m, dropout_p)
             if keep_drop is not None:
                 keep_drop.append(m)
+        Pv = Pv.to(Vs[0].dtype)                     # fp32 probabilities -> the values' dtype (bf16)
         o = torch.stack([torch.bmm(Pv[h], V) for h, V in enumerate(Vs)], dim=2).view(c.n * c.lq, d)
         if zero_empty:
             o = o * has.reshape(-1, 1).to(o.dtype)
@@ -205,6 +207,7 @@ class PackedAttention(torch.autograd.Function):
     the cheap row -> grid copies."""
 
     @staticmethod
+    @custom_fwd(cast_inputs=LOW_PRECISION)
     def forward(ctx, q, kv, chunks, allowed, n_heads, zero_empty, keep_grids, dropout_p=0.0):
         probs, grids, drops = [], ([] if keep_grids else None), []
         out = _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty, keep=probs, keep_grids=grids,
@@ -218,6 +221,7 @@ class PackedAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad):
         chunks, allowed, n_heads, zero_empty, keep_grids, q_shape, kv_shape, p_drop = ctx.args
         saved = ctx.saved_tensors
@@ -243,13 +247,15 @@ class PackedAttention(torch.autograd.Function):
             if zero_empty:
                 go = go * _chunk_mask(allowed, c).any(-1).reshape(-1, 1).to(go.dtype)
             dOs = _head_views(go, n, lq, 1, n_heads)
-            dV = [torch.bmm(Pv[h].transpose(1, 2), dO) for h, dO in enumerate(dOs)]
-            dP = torch.empty_like(P)
+            Pc = Pv.to(go.dtype)                    # fp32 probabilities -> the rows' dtype (bf16)
+            dV = [torch.bmm(Pc[h].transpose(1, 2), dO) for h, dO in enumerate(dOs)]
+            dP = torch.empty_like(P, dtype=go.dtype)
             for h, (dO, V) in enumerate(zip(dOs, Vs)):
                 torch.bmm(dO, V.transpose(1, 2), out=dP[h])
+            dP = dP.to(P.dtype)                     # the softmax's backward in fp32
             if m is not None:                       # through the dropout of the probabilities
                 dP = _dropped(dP, m, p_drop)
-            dS = dP.sub_((dP * P).sum(-1, keepdim=True)).mul_(P).mul_(scale)
+            dS = dP.sub_((dP * P).sum(-1, keepdim=True)).mul_(P).mul_(scale).to(go.dtype)
             dQ = [torch.bmm(dS[h], K) for h, K in enumerate(Ks)]
             dK = [torch.bmm(dS[h].transpose(1, 2), Q) for h, Q in enumerate(Qs)]
             if self_attn:
@@ -285,6 +291,11 @@ def packed_attention(q, kv, chunks, allowed, n_heads, len_q=None, len_k=None, ze
         allowed = allowed.unsqueeze(1)
     if torch.is_grad_enabled() and (q.requires_grad or (kv is not None and kv.requires_grad)):
         return PackedAttention.apply(q, kv, chunks, allowed, n_heads, zero_empty, keep_grids, float(dropout_p))
+    dev = q.device.type
+    if dev in DEVICE_TYPES and torch.is_autocast_enabled(dev):     # as the kernel under autocast: bf16 rows
+        with torch.autocast(dev, enabled=False):
+            return _packed_forward(q.to(LOW_PRECISION), None if kv is None else kv.to(LOW_PRECISION), chunks, allowed,
+                                   n_heads, zero_empty, dropout_p=float(dropout_p))
     return _packed_forward(q, kv, chunks, allowed, n_heads, zero_empty, dropout_p=float(dropout_p))
 
 

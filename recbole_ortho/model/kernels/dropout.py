@@ -9,6 +9,8 @@ as a 1-byte mask for backward and applied as a multiplication.
 
 import torch
 
+from recbole_ortho.model.kernels.amp import custom_bwd, custom_fwd
+
 
 def keep_mask(x, p):
     """Boolean keep mask of dropout: an element is dropped (False) with probability
@@ -24,6 +26,7 @@ class DropoutFunction(torch.autograd.Function):
     # ``x * keep`` with the mask viewed as uint8 (0/1) is ~4x cheaper on CPU than
     # ``masked_fill`` (same values; a dropped element is 0 * x = +-0)
     @staticmethod
+    @custom_fwd
     def forward(ctx, x, p):
         keep = keep_mask(x, p)
         ctx.scale = 1.0 / (1.0 - p)
@@ -31,6 +34,7 @@ class DropoutFunction(torch.autograd.Function):
         return torch.mul(x, keep.view(torch.uint8)).mul_(ctx.scale)
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad):
         keep, = ctx.saved_tensors
         return torch.mul(grad, keep.view(torch.uint8)).mul_(ctx.scale), None

@@ -12,6 +12,8 @@ Row gathers with cheap backward passes:
 
 import torch
 
+from recbole_ortho.model.kernels.amp import LOW_PRECISION, accumulation_dtype, custom_bwd, custom_fwd
+
 
 class GatheredLogits(torch.autograd.Function):
     """``out[b, l, k] = <h[b, l], table[idx[b, k]]>`` computed ``chunk`` rows of ``b`` at a time
@@ -19,6 +21,7 @@ class GatheredLogits(torch.autograd.Function):
     accumulates the table's (dense) gradient with ``index_add``."""
 
     @staticmethod
+    @custom_fwd(cast_inputs=LOW_PRECISION)
     def forward(ctx, h, table, idx, chunk):
         out = h.new_empty(h.size(0), h.size(1), idx.size(1))
         for s in range(0, idx.size(0), chunk):
@@ -28,17 +31,18 @@ class GatheredLogits(torch.autograd.Function):
         return out
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad):
         h, table, idx = ctx.saved_tensors
         chunk = ctx.chunk
         gh = torch.empty_like(h) if ctx.needs_input_grad[0] else None
-        gt = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
+        gt = torch.zeros_like(table, dtype=accumulation_dtype(table)) if ctx.needs_input_grad[1] else None
         for s in range(0, idx.size(0), chunk):
             g, ii = grad[s:s + chunk], idx[s:s + chunk]
             if gh is not None:
                 torch.bmm(g, table[ii], out=gh[s:s + chunk])
             if gt is not None:
-                gt.index_add_(0, ii.reshape(-1), torch.bmm(g.transpose(1, 2), h[s:s + chunk]).reshape(-1, h.size(2)))
+                gt.index_add_(0, ii.reshape(-1), torch.bmm(g.transpose(1, 2), h[s:s + chunk]).reshape(-1, h.size(2)).to(gt.dtype))
         return gh, gt, None, None
 
 
@@ -49,6 +53,7 @@ class TakeRows(torch.autograd.Function):
     does. ``index_copy`` is about 3x cheaper than ``index_add`` on CPU."""
 
     @staticmethod
+    @custom_fwd
     def forward(ctx, x, idx):
         seen = torch.zeros(x.size(0), dtype=torch.bool, device=x.device)
         seen[idx] = True
@@ -58,6 +63,7 @@ class TakeRows(torch.autograd.Function):
         return x.index_select(0, idx)
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad):
         idx, = ctx.saved_tensors
         out = grad.new_zeros((ctx.n,) + tuple(grad.shape[1:]))

@@ -21,6 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from recbole_ortho.model.kernels.amp import custom_bwd, custom_fwd
+
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -34,11 +36,13 @@ class GELUFunction(torch.autograd.Function):
     ``d/dx = Phi(x) + x phi(x)``."""
 
     @staticmethod
+    @custom_fwd
     def forward(ctx, x):
         ctx.save_for_backward(x)
         return _gelu(x)
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad):
         x, = ctx.saved_tensors
         cdf = (x * _SQRT1_2).erf_().add_(1.0).mul_(0.5)

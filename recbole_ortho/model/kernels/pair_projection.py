@@ -9,6 +9,8 @@ between two sequences at disjoint steps).
 
 import torch
 
+from recbole_ortho.model.kernels.amp import LOW_PRECISION, custom_bwd, custom_fwd
+
 
 class PairProjection(torch.autograd.Function):
     """The input projections of :meth:`GatedCrossAttention.forward_packed_pair`, from the two
@@ -22,6 +24,7 @@ class PairProjection(torch.autograd.Function):
     parameters' gradients in their own shapes (no slicing / concatenation nodes)."""
 
     @staticmethod
+    @custom_fwd(cast_inputs=LOW_PRECISION)
     def forward(ctx, x_a, x_b, w_a, b_a, w1_a, b1_a, w_b, b_b, w1_b, b1_b, zr_a, zr_b):
         d, ra = x_a.size(1), x_a.size(0)
         fa = (torch.cat([w_a[:d], w_b[d:], w1_a[:, :d]]), torch.cat([b_a[:d], b_b[d:], b1_a]))    # rows of x_a
@@ -39,6 +42,7 @@ class PairProjection(torch.autograd.Function):
         return qkv, gs[0], gs[1], zs[0], zs[1]
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, g_qkv, g_gx_a, g_gx_b, g_z_a, g_z_b):
         x_a, x_b, w_a, w_b, w1_a, w1_b, zr_a, zr_b, *xz = ctx.saved_tensors
         xz = iter(xz)
