@@ -1,13 +1,14 @@
 # recbole_ortho — one-command install and test.
 #   make install   creates .venv/ and installs the pinned stack + this package (editable)
-#   make test      installs if needed, then runs the default test suite and checks the results pages
+#   make test      installs if needed, then runs the default test suite, checks the results pages and builds the docs
+#   make docs      builds the documentation site into site/ (strict: a broken link fails)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-slow clean
+.PHONY: install test test-slow docs clean
 
 install: $(STAMP)
 
@@ -23,11 +24,16 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.cfg pyproject.toml
 
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
-	# every published results page is what its run stores give (README "Results")
+	# every published results page is what its run stores give (docs/analysis.md)
 	OMP_NUM_THREADS=1 $(PY) -m recbole_ortho.analysis --check
+	# the documentation site (docs/, mkdocs.yml), strictly: a broken link or a missing page fails
+	$(PY) -m mkdocs build --strict --site-dir site
+
+docs: install
+	$(PY) -m mkdocs build --strict --site-dir site
 
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
