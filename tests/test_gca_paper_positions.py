@@ -1,5 +1,5 @@
 """The paper's GCA positions (Lee et al., arXiv:2510.09435: GCA0, GCA1 and both) map to
-``gca_positions`` as README "The GCA layer, its wiring, and ABXI_GCA" states: GCA0 = [0] (after
+``gca_positions`` as docs/gca.md states: GCA0 = [0] (after
 the embeddings), GCA1 = [n_layers] (after the encoder, i.e. its last block), GCA0 + GCA1 =
 [0, n_layers]. The paper-grid sweep specs and the comment of each model/<Model>_GCA.yaml use it."""
 

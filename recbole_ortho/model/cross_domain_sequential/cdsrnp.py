@@ -8,7 +8,7 @@ Reference:
 
 Reference code:
     None is public. This model is a **reconstruction** from the paper's abstract and the designs it
-    descends from; every element is labelled below (and in the README, "CDSRNP") as *from the
+    descends from; every element is labelled below (and in docs/models/cdsrnp.md) as *from the
     abstract*, *from a named ancestor*, or *our choice*. Ancestors:
 
     - C2DSR: Jiangxia Cao et al. "Contrastive Cross-Domain Sequential Recommendation." CIKM 2022

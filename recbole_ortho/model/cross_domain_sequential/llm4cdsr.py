@@ -10,7 +10,7 @@ Reference code:
     https://github.com/Applied-Machine-Learning-Lab/LLM4CDSR-pytorch (HEAD 676cd16:
     ``models/LLMCDSR.py``, ``models/SASRec.py``, ``models/utils.py``, ``generators/data.py``).
     Reimplemented on this package's packed thread layout; the deviations from the official code
-    are switches listed below and in the README ("Deviations").
+    are switches listed below and in docs/models/llm4cdsr.md (deviations).
 """
 
 import math
@@ -70,7 +70,7 @@ class LLM4CDSR(CrossDomainSeqRecommender):
       ``P -> P/2 -> d`` adapter) and the mixed thread's last state. ``alpha = reg_weight``,
       ``beta = user_weight`` (0 switches a term off; ``user_profile: none`` needs ``beta = 0``).
 
-    Official-code behaviours, fixed by default and reproduced by a switch (README "Deviations"):
+    Official-code behaviours, fixed by default and reproduced by a switch (docs/models/llm4cdsr.md, deviations):
     ``causal_attention`` (False: the official bidirectional attention, whose training position
     sees its own target), ``global_emb_scale`` (``table``: the global embedding scaled by
     ``sqrt(G)``, the table width, instead of ``sqrt(d)``), ``independent_negatives`` (True: the
@@ -81,7 +81,7 @@ class LLM4CDSR(CrossDomainSeqRecommender):
     training; default ``zero``: it contributes 0 and the target trains the mixed thread). Not
     reproduced: attention to padding keys (the official pads every thread to 200 steps and
     attends to them); the evaluation negatives of the official domain threads (drawn apart from
-    the mixed thread's, see README).
+    the mixed thread's, see docs/models/llm4cdsr.md).
 
     ``param_match_key = 'inner_size'``: the FFN width of every block (official: ``d``).
     """
