@@ -71,7 +71,10 @@ def test_local_sweep_runs_everything_once(tiny, tmp_path):
     assert len(results) == 4
     for spec_json, res in results:
         assert res['model'] == 'ABXI_GCA' and res['trace'] and 'ortho_cos_a@gca0' in res['test']['all']
-        assert res['config']['seed'] == spec_json['seed'] and res['config']['save_model'] is False
+        assert res['config']['seed'] == spec_json['seed']
+        # the trial checkpoints every epoch (a killed run resumes) and deletes its checkpoints once finished
+        assert res['config']['save_model'] is True and res['checkpoint'] is None
+        assert not list(Path(store.path(spec_json['run_id'])).rglob('*.pth*'))
         assert not os.path.isabs(res['config']['data_path']) and str(tmp_path) not in json.dumps(res)
         assert (Path(store.path(spec_json['run_id'])) / 'stdout.log').is_file()
     assert summary['overhead_s_median'] is not None and summary['runs_per_hour'] > 0

@@ -5,7 +5,7 @@ recbole_ortho.sweep.local
 The ``local`` engine: up to ``workers`` trials at a time on this machine, each a fresh Python
 process (``python -m recbole_ortho.sweep.trial``) with ``threads`` torch threads. Trials die with
 the sweep (``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan; its unfinished runs are
-run again on resume.
+run again on resume, each from its last-epoch checkpoint (:mod:`~recbole_ortho.sweep.trial`).
 """
 
 import ctypes

@@ -67,9 +67,11 @@ ID_NEUTRAL = {
     # LLM4CDSR's stores, whose untitled items tie, were rerun under 'average' (its other settings unchanged).
     'eval_ties': 'average',
     'save_ranks': False,            # writes a file beside the result, changes no number
+    'resume': None,                 # a trial passes its own last checkpoint: the same run, continued
 }
-#: keys that never enter a run id, whatever their value: they change what a run writes, not its numbers
-ID_IGNORED = ('save_ranks',)
+#: keys that never enter a run id, whatever their value: they change what a run writes, or where it
+#: starts from (``resume``: the run continued is the same run), not its numbers
+ID_IGNORED = ('save_ranks', 'resume')
 
 
 def _is_neutral(key, value):

