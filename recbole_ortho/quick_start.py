@@ -98,6 +98,51 @@ def build_model(config, data):
     return model, info
 
 
+#: the settings an ``also_evaluate`` entry may change: evaluation only (the weights and the data stay)
+ALSO_EVALUATE_KEYS = ('eval_protocol', 'eval_neg_num', 'eval_neg_exclude', 'eval_seed', 'eval_ties', 'metrics')
+
+
+def check_also_evaluate(config):
+    """The ``also_evaluate`` entries, checked (before any training): a ``{name: {setting: value}}``
+    mapping whose settings are among :data:`ALSO_EVALUATE_KEYS`; a :class:`ConfigError` names the
+    entry and the key otherwise."""
+    entries = config['also_evaluate'] or {}
+    if not isinstance(entries, dict):
+        raise ConfigError(f'also_evaluate: expected {{name: {{setting: value}}}}, got {entries!r}')
+    for name, overrides in entries.items():
+        if not isinstance(overrides, dict) or not overrides:
+            raise ConfigError(f'also_evaluate.{name}: expected a non-empty {{setting: value}} mapping, got {overrides!r}')
+        bad = sorted(set(overrides) - set(ALSO_EVALUATE_KEYS))
+        if bad:
+            raise ConfigError(f'also_evaluate.{name}: {", ".join(bad)} cannot change in a second evaluation of the same '
+                              f'weights (allowed: {", ".join(ALSO_EVALUATE_KEYS)})')
+    return entries
+
+
+def also_evaluate(config, data, model, train_format):
+    """Evaluate ``model`` (the best weights) again under each entry of ``also_evaluate`` (``{name:
+    {setting: value}}``, settings among :data:`ALSO_EVALUATE_KEYS`): the dataset is built (or read
+    from the cache) under those settings, checked to hold the same users and items, and evaluated
+    on its validation and test data. Returns ``{name: {'settings', 'valid', 'test'}}`` ({} when
+    none is configured). Raises :class:`ConfigError` naming an entry's unknown key."""
+    from recbole_ortho.evaluator import CDSREvaluator
+    out = {}
+    for name, overrides in check_also_evaluate(config).items():
+        cfg = Config(model=config['model'], dataset=config['dataset'],
+                     config_dict=dict(_external(config, drop=('also_evaluate', 'resume', 'param_match')), **overrides))
+        other = create_dataset(cfg)
+        if not (np.array_equal(other.user_tokens, data.user_tokens) and np.array_equal(other.item_tokens, data.item_tokens)):
+            raise ConfigError(f'also_evaluate.{name}: the data under these settings has other users or items')
+        _, valid_data, test_data = data_preparation(cfg, other, train_format=train_format)
+        evaluator = CDSREvaluator(cfg, other)
+        out[name] = {'settings': dict(overrides),
+                     'valid': evaluator.evaluate(model, valid_data, desc=f'Valid ({name})'),
+                     'test': evaluator.evaluate(model, test_data, desc=f'Test ({name})')}
+        getLogger().info(set_color(f'test result ({name}: {overrides})', 'yellow') + '\n'
+                         + results_table(out[name]['test'], cfg['metrics'], config['metric_decimal_place']))
+    return out
+
+
 def _external(config, drop=()):
     d = dict(config.external_config_dict)
     for k in ('source_domain', 'target_domain'):
@@ -122,6 +167,7 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     if config['save_ranks'] and not config['result_file']:
         raise ConfigError('save_ranks: True writes the ranks beside result_file; set --result_file=PATH.json')
+    check_also_evaluate(config)
     ckpt = read_resume_checkpoint(config['resume'], config) if config['resume'] else None
     init_seed(config['seed'], config['reproducibility'])
     init_logger(config)
@@ -159,6 +205,7 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     ranks = {'valid': trainer.evaluator.last_ranks}
     test_result = trainer.evaluate(test_data, load_best_model=False, desc='Test')
     ranks['test'] = trainer.evaluator.last_ranks
+    also = also_evaluate(config, data, model, train_format)    # the same best weights, other protocols
     digits = config['metric_decimal_place']
     logger.info(set_color('best valid ', 'yellow') + '\n' + results_table(valid_result, config['metrics'], digits))
     logger.info(set_color('test result', 'yellow') + '\n' + results_table(test_result, config['metrics'], digits))
@@ -176,6 +223,8 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     }
     if 'param_match' in info:
         result['param_match'] = info['param_match']
+    if also:
+        result['also'] = also
     if trainer.resumed_from is not None:
         result['resumed_from'] = trainer.resumed_from
     if getattr(data, 'overlap_stats', None) is not None:       # overlapped / A-only / B-only users (overlap_ratio)

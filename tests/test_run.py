@@ -115,3 +115,21 @@ def test_save_ranks_without_result_file_is_refused(tiny):
     _, cfg = tiny
     with pytest.raises(Exception, match='save_ranks'):
         run_recbole_ortho(model='SASRec', dataset='tiny', config_dict=dict(cfg, save_ranks=True, result_file=None))
+
+
+def test_also_evaluate_reuses_the_best_weights_under_other_protocols(tiny):
+    """``also_evaluate`` evaluates the same weights again: its entry with the run's own settings
+    reproduces the run's metrics exactly; another protocol gives other numbers; a setting that is
+    not an evaluation setting is refused, naming it."""
+    from recbole_ortho.config import ConfigError
+    _, cfg = tiny
+    res = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=dict(
+        cfg, eval_neg_num=20, also_evaluate={'same': {'eval_neg_num': 20}, 'ten': {'eval_neg_num': 10},
+                                              'full': {'eval_protocol': 'full'}}))
+    assert set(res['also']) == {'same', 'ten', 'full'}
+    assert res['also']['same']['test'] == res['test'] and res['also']['same']['valid'] == res['valid']
+    assert res['also']['ten']['settings'] == {'eval_neg_num': 10}
+    assert res['also']['ten']['test']['all']['auc'] != res['test']['all']['auc']
+    assert res['also']['full']['test']['all']['n_users'] == res['test']['all']['n_users']
+    with pytest.raises(ConfigError, match=r'also_evaluate.x: learning_rate cannot change'):
+        run_recbole_ortho(model='SASRec', dataset='tiny', config_dict=dict(cfg, also_evaluate={'x': {'learning_rate': 1}}))

@@ -236,3 +236,20 @@ def test_a_pending_arm_reads_as_empty_and_an_unmarked_missing_store_is_an_error(
     reg.write_text('sources:\n' + body % '')
     with pytest.raises((StoreError, FileNotFoundError)):
         check(str(reg))
+
+
+def test_also_summary_pairs_the_second_protocol_by_seed():
+    rows = main_arm(0.01)
+    for r in rows:
+        r['also'] = ['own_protocol']
+        r['config'] = {'also_evaluate': {'own_protocol': {'eval_neg_num': 100}}}
+        for d in 'AB':
+            r[f'also_own_protocol_test_{d}_ndcg@10'] = r[f'test_{d}_ndcg@10'] + 0.2
+    out = study.also_summary(rows)
+    assert [(e['family'], e['name'], e['domain']) for e in out] == [('ABXI', 'own_protocol', 'A'), ('ABXI', 'own_protocol', 'B')]
+    a = out[0]
+    assert a['settings'] == 'eval_neg_num=100' and a['seeds'] == list(SEEDS)
+    gca = [r['test_A_ndcg@10'] for r in rows if study.role(r) == 'gca']
+    mat = [r['test_A_ndcg@10'] for r in rows if study.role(r) == 'matched']
+    assert a['diff']['mean'] == pytest.approx(np.mean(np.subtract(gca, mat)))
+    assert a['gca']['mean'] == pytest.approx(np.mean(gca) + 0.2)

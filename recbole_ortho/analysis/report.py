@@ -92,6 +92,11 @@ def load_rows(sweep_dir):
                 for m in METRICS:
                     v = r.get(m)
                     row[f'{phase}_{g}_{m}'] = math.nan if v is None else v
+        for name, ev in (res.get('also') or {}).items():        # the same weights under other protocols
+            for d in ('A', 'B'):
+                for m in METRICS:
+                    row[f'also_{name}_test_{d}_{m}'] = (ev.get('test') or {}).get(d, {}).get(m, math.nan)
+        row['also'] = sorted(res.get('also') or {})
         for d, direction in (('A', 'a'), ('B', 'b')):
             for stat in ORTHO_STATS:
                 row[f'ortho_{d}_{stat}'] = ortho_value(res['test'][d], direction, stat)
