@@ -140,6 +140,62 @@ class SeqData:
             return self.n_users
         raise KeyError(f'field [{field}] is not part of a cross-domain sequential dataset')
 
+    # RecBole compatibility: original tokens <-> internal ids (as ``recbole.data.dataset.Dataset``)
+    def _field_tokens(self, field):
+        if field == self.uid_field:
+            return self.user_tokens
+        if field == self.iid_field:
+            return self.item_tokens
+        raise ValueError(f'field [{field}] has no tokens in dataset [{self.dataset_name}]; '
+                         f'use [{self.uid_field}] or [{self.iid_field}]')
+
+    def token2id(self, field, tokens):
+        """Internal ids of original tokens of ``field`` (the user or the item id field), as
+        RecBole's ``Dataset.token2id``: a token (``str``) gives an ``int``, a list, tuple or array
+        gives a ``numpy`` array of the same shape. ``[PAD]`` is id 0. An unknown token raises
+        ``ValueError`` naming the token and the field."""
+        tokens_of = self._field_tokens(field)
+        index = self.__dict__.setdefault('_token_index', {})
+        if field not in index:
+            index[field] = {str(t): i for i, t in enumerate(tokens_of)}
+        lookup = index[field]
+
+        def one(tok):
+            if not isinstance(tok, (str, np.str_)):
+                raise TypeError(f'{field}: token [{tok!r}] is a {type(tok).__name__}, not a str')
+            try:
+                return lookup[str(tok)]
+            except KeyError:
+                raise ValueError(f'token [{tok}] of field [{field}] is not in dataset [{self.dataset_name}]') from None
+
+        if isinstance(tokens, (str, np.str_)):
+            return one(tokens)
+        if isinstance(tokens, (list, tuple, np.ndarray)):
+            arr = np.asarray(tokens, dtype=object)
+            return np.array([one(t) for t in arr.ravel()], dtype=np.int64).reshape(arr.shape)
+        raise TypeError(f'{field}: tokens of type {type(tokens).__name__} are not supported (str, list or array)')
+
+    def id2token(self, field, ids):
+        """Original tokens of internal ids of ``field`` (the user or the item id field), as
+        RecBole's ``Dataset.id2token``: an ``int`` gives a ``str``, a list, tuple, array or tensor
+        gives a ``numpy`` array of ``str`` of the same shape. An id outside ``[0, num(field))``
+        raises ``ValueError`` naming the id and the field."""
+        tokens_of = self._field_tokens(field)
+        if hasattr(ids, 'detach'):                          # torch tensor
+            ids = ids.detach().cpu().numpy()
+        scalar = np.ndim(ids) == 0
+        arr = np.asarray(ids)
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind not in 'iu':
+            raise TypeError(f'{field}: ids must be integers, got {arr.dtype} ([{arr.ravel()[0]!r}] ...)')
+        bad = (arr < 0) | (arr >= len(tokens_of))
+        if bad.any():
+            raise ValueError(f'id [{arr[bad].ravel()[0]}] of field [{field}] is not in dataset '
+                             f'[{self.dataset_name}] (ids 0..{len(tokens_of) - 1})')
+        out = np.asarray(tokens_of)[arr]
+        return str(out) if scalar else out.astype(str)
+
     @property
     def item_num(self):
         return self.n_items
