@@ -119,7 +119,7 @@ def check_also_evaluate(config):
     return entries
 
 
-def also_evaluate(config, data, model, train_format):
+def also_evaluate(config, data, model, train_format, precision='fp32'):
     """Evaluate ``model`` (the best weights) again under each entry of ``also_evaluate`` (``{name:
     {setting: value}}``, settings among :data:`ALSO_EVALUATE_KEYS`): the dataset is built (or read
     from the cache) under those settings, checked to hold the same users and items, and evaluated
@@ -134,7 +134,7 @@ def also_evaluate(config, data, model, train_format):
         if not (np.array_equal(other.user_tokens, data.user_tokens) and np.array_equal(other.item_tokens, data.item_tokens)):
             raise ConfigError(f'also_evaluate.{name}: the data under these settings has other users or items')
         _, valid_data, test_data = data_preparation(cfg, other, train_format=train_format)
-        evaluator = CDSREvaluator(cfg, other)
+        evaluator = CDSREvaluator(cfg, other, precision=precision)
         out[name] = {'settings': dict(overrides),
                      'valid': evaluator.evaluate(model, valid_data, desc=f'Valid ({name})'),
                      'test': evaluator.evaluate(model, test_data, desc=f'Test ({name})')}
@@ -205,7 +205,7 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     ranks = {'valid': trainer.evaluator.last_ranks}
     test_result = trainer.evaluate(test_data, load_best_model=False, desc='Test')
     ranks['test'] = trainer.evaluator.last_ranks
-    also = also_evaluate(config, data, model, train_format)    # the same best weights, other protocols
+    also = also_evaluate(config, data, model, train_format, trainer.precision)   # the same weights, other protocols
     digits = config['metric_decimal_place']
     logger.info(set_color('best valid ', 'yellow') + '\n' + results_table(valid_result, config['metrics'], digits))
     logger.info(set_color('test result', 'yellow') + '\n' + results_table(test_result, config['metrics'], digits))
@@ -219,7 +219,8 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
         'trace': trainer.trace, 'data_time_s': t_data, 'wall_time_s': perf_counter() - t_start,
         'checkpoint': trainer.saved_model_file if (saved and config['save_model'] and keep_checkpoints) else None,
         'config': {k: config.final_config_dict[k] for k in sorted(config.final_config_dict)},
-        'provenance': provenance(device=config['device'], precision='fp32'),
+        'precision': trainer.precision,          # what ran (precision: bf16 falls back to fp32 without bf16 hardware)
+        'provenance': provenance(device=config['device'], precision=trainer.precision),
     }
     if 'param_match' in info:
         result['param_match'] = info['param_match']

@@ -222,3 +222,28 @@ def test_shipped_hyper_files_name_known_keys(path):
     name = {m.lower(): m for m in known_models()[0]}[path.stem]     # <model in lower case>.hyper
     keys = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     assert keys and not set(keys) - set(model_defaults(name))
+
+
+#: the keys of properties/overall.yaml that enter every run id (all others are in ID_NEUTRAL)
+ID_KEYS = ['ITEM_ID_FIELD', 'ITEM_LIST_LENGTH_FIELD', 'LIST_SUFFIX', 'MAX_ITEM_LIST_LENGTH', 'SEQ_INDEX_FIELD',
+           'TIME_FIELD', 'USER_ID_FIELD', 'cache_dir', 'checkpoint_dir', 'clip_grad_norm', 'data_path', 'epochs',
+           'eval_batch_size', 'eval_neg_num', 'eval_protocol', 'eval_seed', 'eval_step', 'gpu_id', 'learner',
+           'learning_rate', 'loss_type', 'lr_plateau_factor', 'lr_plateau_patience', 'lr_scheduler',
+           'metric_decimal_place', 'metrics', 'param_match', 'raw_source', 'reproducibility', 'result_file',
+           'save_model', 'seed', 'show_progress', 'state', 'stopping_step', 'tensorboard_dir', 'threads',
+           'time_budget_s', 'train_batch_size', 'use_gpu', 'valid_domain', 'valid_metric', 'warmup_epochs',
+           'weight_decay']
+
+
+def test_a_new_overall_setting_does_not_change_every_run_id():
+    """Every key of overall.yaml enters each run id unless ID_NEUTRAL names it with its neutral
+    value: a new setting added without an ID_NEUTRAL entry would give every committed run a new id
+    (the sweeps would run them all again). Add the new key to ID_NEUTRAL, or, if every run really
+    changes, to ID_KEYS here."""
+    import yaml
+    from recbole_ortho.sweep.spec import ID_NEUTRAL
+    from recbole_ortho.utils import properties_dir
+    with open(os.path.join(properties_dir(), 'overall.yaml')) as f:
+        keys = set(yaml.safe_load(f))
+    assert sorted(keys - set(ID_NEUTRAL)) == ID_KEYS
+    assert ID_NEUTRAL['precision'] == 'fp32' and ID_NEUTRAL['also_evaluate'] is None

@@ -46,6 +46,7 @@ import torch
 from tqdm import tqdm
 
 from recbole_ortho.evaluator.metrics import compute_metrics
+from recbole_ortho.utils.precision import autocast, resolve_precision
 
 DOMAINS = ('A', 'B', 'all')
 #: the user groups reported beside each domain (``'<domain>/<group>'`` in the result)
@@ -153,11 +154,23 @@ def step_summaries(values):
             'median_abs': float(np.median(a)), **counts}
 
 
+def _setting(config, key, default):
+    """``config[key]``, or ``default`` for a config (e.g. a test's dict) without that key."""
+    try:
+        v = config[key]
+    except KeyError:
+        return default
+    return default if v is None else v
+
+
 class CDSREvaluator:
     """Evaluates a model on an :class:`~recbole_ortho.data.dataloader.EvalDataLoader`."""
 
-    def __init__(self, config, data):
+    def __init__(self, config, data, precision=None):
         self.config = config
+        #: ``fp32`` or ``bf16`` (the scores under bf16 autocast, ranked in fp32); default: the ``precision`` setting
+        self.precision = precision or resolve_precision(_setting(config, 'precision', 'fp32'),
+                                                        _setting(config, 'device', 'cpu'))
         self.metrics = list(config['metrics'])
         self.protocol = config['eval_protocol']
         self.seq_field = config['ITEM_ID_FIELD'] + config['LIST_SUFFIX']
@@ -183,7 +196,9 @@ class CDSREvaluator:
         try:
             for batch in it:
                 batch = batch.to(device)
-                scores = model.full_sort_predict(batch)
+                with autocast(self.precision, device):
+                    scores = model.full_sort_predict(batch)
+                scores = scores.float()
                 if scores.dim() == 1:
                     scores = scores.view(batch[self.iid].size(0), -1)
                 dom = batch['domain_id']

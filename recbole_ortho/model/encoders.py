@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from recbole_ortho.model.kernels import gelu, packed_attention
-from recbole_ortho.model.layers import Dropout, MultiHeadAttention
+from recbole_ortho.model.layers import Dropout, LayerNorm, MultiHeadAttention
 
 
 class SASRecBlock(nn.Module):
@@ -31,10 +31,10 @@ class SASRecBlock(nn.Module):
     def __init__(self, d_model, n_heads, inner_size, layer_norm_eps):
         super().__init__()
         self.attn = MultiHeadAttention(d_model, n_heads)
-        self.norm_attn = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.norm_attn = LayerNorm(d_model, eps=layer_norm_eps)
         self.ffn_in = nn.Linear(d_model, inner_size)
         self.ffn_out = nn.Linear(inner_size, d_model)
-        self.norm_ffn = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.norm_ffn = LayerNorm(d_model, eps=layer_norm_eps)
 
     @staticmethod
     def num_parameters(d_model, inner_size):

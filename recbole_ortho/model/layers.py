@@ -23,6 +23,17 @@ import torch.nn.functional as F
 from recbole_ortho.model.kernels import DropoutFunction, SwiGLUFunction
 
 
+class LayerNorm(nn.LayerNorm):
+    """:class:`torch.nn.LayerNorm` that normalises in fp32 under bf16 autocast (CPU autocast would
+    run it in its input's dtype); its output is fp32 then. The same module (parameters, state dict)
+    and, in fp32, the same result."""
+
+    def forward(self, x):
+        if x.dtype in (torch.bfloat16, torch.float16):
+            return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
 class Dropout(nn.Module):
     """Drop-in for :class:`torch.nn.Dropout`: in training each element is zeroed with
     probability ``p`` (quantised to a multiple of ``2^-16``; exact for 0.5) and the rest scaled

@@ -21,6 +21,7 @@ def info_nce(pos, neg, invalid, temperature):
     r"""Per-row InfoNCE :math:`-\log \frac{e^{s^+/\tau}}{e^{s^+/\tau} + \sum_k e^{s_k/\tau}}` of the
     positive logits ``pos [R]`` against ``neg [R, N]``; ``invalid [R, N]`` (or None) masks
     negatives out (logit -inf). Returns ``[R]``."""
+    pos, neg = pos.float(), neg.float()                 # in fp32 under bf16 autocast (a no-op in fp32)
     if invalid is not None:
         neg = neg.masked_fill(invalid, float('-inf'))
     logits = torch.cat([pos[:, None], neg], dim=1) / temperature
@@ -47,6 +48,7 @@ def bce_sampled(pos, neg):
     """Per-row binary cross-entropy of the positive logits ``pos [R]`` (label 1) plus that of the
     negative logits ``neg [R]`` or ``[R, N]`` (label 0, summed over ``N``), as
     ``BCEWithLogitsLoss(reduction='none')`` on both. Returns ``[R]``."""
+    pos, neg = pos.float(), neg.float()
     lp = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction='none')
     ln = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction='none')
     return lp + (ln.sum(-1) if ln.dim() > 1 else ln)
@@ -59,8 +61,8 @@ def symmetric_soft_contrastive(x, y, tau=1.0):
     multiplies by :math:`\tau` here, identical at its :math:`\tau = 1`), and the mean over rows of
     :math:`\frac12 (\mathrm{CE}(S, T) + \mathrm{CE}(S^\top, T^\top))` with
     :math:`\mathrm{CE}(P, T)_i = -\sum_j T_{ij} \log \mathrm{softmax}(P)_{ij}`."""
-    logits = x @ y.t() / tau
-    targets = F.softmax((y @ y.t() + x @ x.t()) / 2 * tau, dim=-1)
+    logits = (x @ y.t()).float() / tau                  # products in bf16 under autocast, the rest in fp32
+    targets = F.softmax(((y @ y.t()).float() + (x @ x.t()).float()) / 2 * tau, dim=-1)
     loss_x = -(targets * F.log_softmax(logits, dim=-1)).sum(1)
     loss_y = -(targets.t() * F.log_softmax(logits.t(), dim=-1)).sum(1)
     return ((loss_x + loss_y) / 2.0).mean()
@@ -70,7 +72,7 @@ def domain_cross_entropy(out, table, target, lo, hi):
     r"""Per-row cross-entropy of the rows ``out [R, d]`` over the items ``lo .. hi - 1`` of one
     domain (logits ``out @ table[lo:hi]^T``), the target ``target [R]`` being one of them.
     Returns ``[R]``."""
-    logits = F.linear(out, table[lo:hi])
+    logits = F.linear(out, table[lo:hi]).float()
     return F.cross_entropy(logits, target - lo, reduction='none')
 
 
@@ -78,5 +80,6 @@ def gaussian_kl(mu_q, sigma_q, mu_p, sigma_p):
     r""":math:`\mathrm{KL}(\mathcal N(\mu_q, \sigma_q^2) \,\|\, \mathcal N(\mu_p, \sigma_p^2))` of
     diagonal Gaussians, summed over the last dimension:
     :math:`\sum \log\frac{\sigma_p}{\sigma_q} + \frac{\sigma_q^2 + (\mu_q - \mu_p)^2}{2 \sigma_p^2} - \frac12`."""
+    mu_q, sigma_q, mu_p, sigma_p = mu_q.float(), sigma_q.float(), mu_p.float(), sigma_p.float()
     var_q, var_p = sigma_q ** 2, sigma_p ** 2
     return (torch.log(sigma_p / sigma_q) + (var_q + (mu_q - mu_p) ** 2) / (2 * var_p) - 0.5).sum(-1)

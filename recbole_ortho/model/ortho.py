@@ -47,6 +47,7 @@ def stat_name(kind, direction, stage):
 
 def abs_cosine(x, y, eps=1e-8):
     r""":math:`|\cos(x, y)|` along the last dimension (0 where either vector is zero)."""
+    x, y = x.float(), y.float()                    # in fp32 under bf16 autocast (a no-op in fp32)
     num = (x * y).sum(-1).abs()
     den = x.norm(dim=-1) * y.norm(dim=-1)
     return num / den.clamp_min(eps)
@@ -54,6 +55,7 @@ def abs_cosine(x, y, eps=1e-8):
 
 def cosine(x, y, eps=1e-8):
     r"""Signed :math:`\cos(x, y)` along the last dimension (0 where either vector is zero)."""
+    x, y = x.float(), y.float()
     return (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)).clamp_min(eps)
 
 

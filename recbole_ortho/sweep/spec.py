@@ -68,6 +68,8 @@ ID_NEUTRAL = {
     'eval_ties': 'average',
     'save_ranks': False,            # writes a file beside the result, changes no number
     'resume': None,                 # a trial passes its own last checkpoint: the same run, continued
+    'also_evaluate': None,          # further evaluations of the best weights (result['also'])
+    'precision': 'fp32',            # the precision every run had before the setting existed
 }
 #: keys that never enter a run id, whatever their value: they change what a run writes, or where it
 #: starts from (``resume``: the run continued is the same run), not its numbers

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from recbole_ortho.data.dataset import files_signature
 from recbole_ortho.evaluator import GROUPS, CDSREvaluator
+from recbole_ortho.utils.precision import autocast, resolve_precision
 from recbole_ortho.utils.errors import ConfigError
 from recbole_ortho.utils.utils import load_checkpoint
 
@@ -234,7 +235,9 @@ class CDSRTrainer:
         self.stopping_step = config['stopping_step']
         self.clip_grad_norm = config['clip_grad_norm']
         self.show_progress = config['show_progress']
-        self.evaluator = CDSREvaluator(config, data)
+        #: the precision that runs (``precision``; bf16 falls back to fp32 without bf16 hardware)
+        self.precision = resolve_precision(config['precision'], self.device)
+        self.evaluator = CDSREvaluator(config, data, precision=self.precision)
         self.optimizer = self._build_optimizer()
         self.digits = config['metric_decimal_place']
         os.makedirs(config['checkpoint_dir'], exist_ok=True)
@@ -310,9 +313,10 @@ class CDSRTrainer:
         for i, batch in enumerate(it):
             batch = batch.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.model.calculate_loss(batch)
-            if isinstance(loss, tuple):
-                loss = sum(loss)
+            with autocast(self.precision, self.device):         # bf16: the forward under autocast
+                loss = self.model.calculate_loss(batch)
+                if isinstance(loss, tuple):
+                    loss = sum(loss)
             if not torch.isfinite(loss):      # before backward: the weights (and any checkpoint) stay finite
                 raise NonFiniteLossError(f'training loss is {loss.item()} at epoch {epoch}, batch {i} '
                                          f'(learning_rate={self.config["learning_rate"]}); training stopped')

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
 from recbole_ortho.model.kernels import attention_chunks, packed_attention
-from recbole_ortho.model.layers import Dropout, LowRankAdapter, MultiHeadAttention, SwiGLU
+from recbole_ortho.model.layers import Dropout, LayerNorm, LowRankAdapter, MultiHeadAttention, SwiGLU
 from recbole_ortho.model.layout import HeadRows, PackedLayout, head_row_subset, pack_threads, step_facts
 from recbole_ortho.model.loss import per_domain_info_nce
 from recbole_ortho.model.negatives import (DomainNegativeSampler, row_negative_logits, shared_negative_logits,
@@ -32,10 +32,10 @@ class _EncoderBlock(nn.Module):
     def __init__(self, d, n_heads, inner_size, rd, eps):
         super().__init__()
         self.attn = MultiHeadAttention(d, n_heads)
-        self.norm_attn = nn.LayerNorm(d, eps=eps)
+        self.norm_attn = LayerNorm(d, eps=eps)
         self.ffn = SwiGLU(d, inner_size)
         self.dlora = nn.ModuleList([LowRankAdapter(d, rd) for _ in range(3)])
-        self.norm_ffn = nn.ModuleList([nn.LayerNorm(d, eps=eps) for _ in range(3)])
+        self.norm_ffn = nn.ModuleList([LayerNorm(d, eps=eps) for _ in range(3)])
 
 
 class ABXI(CrossDomainSeqRecommender):
@@ -119,8 +119,8 @@ class ABXI(CrossDomainSeqRecommender):
         self.proj_inv = SwiGLU(d, self.inner_size)
         self.ilora = nn.ModuleList([LowRankAdapter(d, self.ri) for _ in range(2)])
         self.proj_dom = nn.ModuleList([SwiGLU(d, self.inner_size) for _ in range(2)])
-        self.norm_inv = nn.ModuleList([nn.LayerNorm(d, eps=eps) for _ in range(2)])
-        self.norm_dom = nn.ModuleList([nn.LayerNorm(d, eps=eps) for _ in range(2)])
+        self.norm_inv = nn.ModuleList([LayerNorm(d, eps=eps) for _ in range(2)])
+        self.norm_dom = nn.ModuleList([LayerNorm(d, eps=eps) for _ in range(2)])
         # the official pool of B negatives also holds A's last id (an off-by-one, never excluded)
         extra = {1: self.domain_range[0][1] - 1} if self.official_quirks else None
         self.sampler = DomainNegativeSampler(self.domain_range, self.n_neg, extra_id=extra)

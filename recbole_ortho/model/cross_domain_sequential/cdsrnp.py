@@ -32,7 +32,7 @@ from recbole_ortho.data.support import support_pool
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
 from recbole_ortho.model.encoders import PackedSASRec
 from recbole_ortho.model.kernels import attention_chunks, packed_attention
-from recbole_ortho.model.layers import Dropout
+from recbole_ortho.model.layers import Dropout, LayerNorm
 from recbole_ortho.model.layout import pack_threads, step_facts
 from recbole_ortho.model.loss import domain_cross_entropy, gaussian_kl, info_nce
 from recbole_ortho.model.negatives import DomainNegativeSampler
@@ -138,7 +138,7 @@ class CDSRNP(CrossDomainSeqRecommender):
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
         self.position_embedding = nn.ModuleList([nn.Embedding(self.max_seq_length + 1, d, padding_idx=0)
                                                  for _ in range(3)])
-        self.emb_norm = nn.ModuleList([nn.LayerNorm(d, eps=self.layer_norm_eps) for _ in range(3)])
+        self.emb_norm = nn.ModuleList([LayerNorm(d, eps=self.layer_norm_eps) for _ in range(3)])
         self.dropout = Dropout(self.hidden_dropout_prob)
         self.encoder = PackedSASRec(3, d, self.n_heads, self.inner_size, self.n_layers, self.hidden_dropout_prob,
                                     self.attn_dropout_prob, self.layer_norm_eps)
@@ -157,7 +157,7 @@ class CDSRNP(CrossDomainSeqRecommender):
         self.adapt_query = nn.ModuleList([nn.Linear(d, d) for _ in range(2)])   # per target domain
         self.adapt_kv = nn.Linear(d, 2 * d)
         self.adapt_out = nn.Linear(d, d)
-        self.out_norm = nn.ModuleList([nn.LayerNorm(d, eps=self.layer_norm_eps) for _ in range(2)])
+        self.out_norm = nn.ModuleList([LayerNorm(d, eps=self.layer_norm_eps) for _ in range(2)])
         self.sampler = DomainNegativeSampler(self.domain_range, self.ce_negatives) if self.ce_negatives else None
 
         # parameters initialization

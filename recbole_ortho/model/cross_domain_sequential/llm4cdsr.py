@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from recbole_ortho.data.text_features import load_text_features
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
 from recbole_ortho.model.kernels import packed_attention
-from recbole_ortho.model.layers import Dropout
+from recbole_ortho.model.layers import Dropout, LayerNorm
 from recbole_ortho.model.layout import pack_threads, step_facts
 from recbole_ortho.model.loss import bce_sampled, symmetric_soft_contrastive
 from recbole_ortho.model.negatives import DomainNegativeSampler, user_items_sorted
@@ -39,13 +39,13 @@ class SASRecThread(nn.Module):
 
     def __init__(self, d, n_layers, inner_size, eps):
         super().__init__()
-        self.attn_norm = nn.ModuleList([nn.LayerNorm(d, eps=eps) for _ in range(n_layers)])
+        self.attn_norm = nn.ModuleList([LayerNorm(d, eps=eps) for _ in range(n_layers)])
         self.in_proj = nn.ModuleList([nn.Linear(d, 3 * d) for _ in range(n_layers)])
         self.out_proj = nn.ModuleList([nn.Linear(d, d) for _ in range(n_layers)])
-        self.ffn_norm = nn.ModuleList([nn.LayerNorm(d, eps=eps) for _ in range(n_layers)])
+        self.ffn_norm = nn.ModuleList([LayerNorm(d, eps=eps) for _ in range(n_layers)])
         self.ffn_in = nn.ModuleList([nn.Linear(d, inner_size) for _ in range(n_layers)])
         self.ffn_out = nn.ModuleList([nn.Linear(inner_size, d) for _ in range(n_layers)])
-        self.last_norm = nn.LayerNorm(d, eps=eps)
+        self.last_norm = LayerNorm(d, eps=eps)
 
 
 class LLM4CDSR(CrossDomainSeqRecommender):
