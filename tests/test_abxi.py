@@ -198,7 +198,7 @@ def assert_grads_close(g1, g2, atol=1e-5):
 
 
 def assert_matches_naive(m, seqs):
-    """The packed fast path of ``m`` (public seams: ``m(...)``, ``calculate_loss``,
+    """The packed fast path of ``m`` (public seams: ``head_rows``, ``calculate_loss``,
     ``final_representation``) equals :func:`naive_abxi` on every training row (all positions),
     in value and in the gradients of every parameter, the training loss too (same negatives),
     and on the evaluation state after the last history item."""
@@ -206,7 +206,7 @@ def assert_matches_naive(m, seqs):
     item_seq, item_len, L = m.trim_batch(b)
     target = b['target_id_list'][:, :L]
     tdom = m.item_domain[target]
-    outs, plan = m(item_seq, item_len, tdom)
+    outs, plan = m.head_rows(item_seq, item_len, tdom, train=True)
     ref = naive_abxi(m, item_seq, item_len, tdom, 'all')
     w = torch.randn(len(ref), m.embedding_size, generator=torch.Generator().manual_seed(3))
     keys = [(src // L, src % L) for hd in plan.head for src in hd.src.tolist()]
@@ -268,7 +268,7 @@ def test_gca_occurrence_mode_matches_naive_reference(kw):
 
 def _head_outputs(m, item_seq, item_len, tdom):
     with torch.no_grad():
-        outs, plan = m(item_seq, item_len, tdom)
+        outs, plan = m.head_rows(item_seq, item_len, tdom, train=True)
     return {src: row for hd, o in zip(plan.head, outs) for src, row in zip(hd.src.tolist(), o)}
 
 

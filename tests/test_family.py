@@ -239,3 +239,57 @@ def test_eval_cache_is_dropped_on_train_eval_load_and_move():
     with torch.no_grad():
         model.eval_cached('k', compute)
     assert len(calls) == 7 and model._eval_cache == {}
+
+
+#: small settings per model family (the tiny fixture's data), for the tests over every registered model
+SMALL_SETTINGS = {
+    'ABXI': dict(embedding_size=16, inner_size=24, rd=2, ri=4, n_heads=2, n_neg_per_domain=8),
+    'LLM4CDSR': dict(hidden_size=16, inner_size=16, text_domain_dim=16, text_global_dim=24),
+    'CDSRNP': dict(hidden_size=16, inner_size=16, n_heads=2, support_size=8, eval_support_size=6, latent_size=4),
+    'C2DSR': dict(hidden_size=16, n_heads=1),
+}
+
+
+def _our_models():
+    from recbole_ortho.model.registry import known_models
+    return known_models()[0]
+
+
+@pytest.mark.parametrize('name', _our_models())
+def test_the_base_owns_prediction_and_drops_its_evaluation_cache(tiny, monkeypatch, name):
+    """For every registered model: the family base's template (forward -> [B, D], predict and
+    full_sort_predict against item_table) and its one evaluation cache, which new weights (loaded,
+    or changed between a train() and an eval()) never see stale."""
+    from recbole_ortho.data import data_preparation
+    from recbole_ortho.model.registry import get_model
+    from recbole_ortho.quick_start import build_model
+    monkeypatch.setattr(sys, 'argv', ['pytest'])
+    _, cfg = tiny
+    cls = get_model(name)
+    family = next(c.__name__ for c in reversed(cls.__mro__) if c.__name__ in SMALL_SETTINGS)
+    for m in ('forward', 'predict', 'full_sort_predict', 'final_representation'):
+        assert m not in vars(cls) and all(m not in vars(c) for c in cls.__mro__ if c is not CrossDomainSeqRecommender
+                                          and issubclass(c, CrossDomainSeqRecommender)), (name, m)
+    config = Config(model=name, dataset='tiny', config_dict=dict(cfg, **SMALL_SETTINGS[family]))
+    data = create_dataset(config)
+    _, _, test_data = data_preparation(config, data, train_format=getattr(cls, 'train_format', 'prefix'))
+    model, _ = build_model(config, data)
+    batch = next(iter(test_data))
+    model.eval()
+    with torch.no_grad():
+        s1 = model.full_sort_predict(batch)
+        assert s1.shape == (batch['item_id'].size(0), model.n_items)
+        p = model.predict(batch)
+        assert torch.allclose(p, s1.gather(1, batch['item_id'][:, None]).squeeze(1), atol=1e-5)
+        new = {k: (v + 0.05 * torch.randn_like(v)) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        model.load_state_dict(new)                       # in eval mode, right after a cached pass
+        s2 = model.full_sort_predict(batch)
+        fresh, _ = build_model(config, data)
+        fresh.load_state_dict(new)
+        fresh.eval()
+        assert torch.allclose(s2, fresh.full_sort_predict(batch), atol=1e-5) and not torch.allclose(s1, s2)
+        for p_ in model.parameters():                    # weights changed in place between passes
+            p_.mul_(1.5)
+        model.train()
+        model.eval()
+        assert not torch.allclose(model.full_sort_predict(batch), s2)

@@ -188,6 +188,51 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
                 self.record_steps(k, v, u)
         return torch.cat(parts)
 
+    # ---------------------------------------------------------------- prediction (the template)
+    # A model writes head_states (and item_table when it scores against another table than its
+    # item embeddings); forward, predict, full_sort_predict and the evaluation cache are the base's.
+    def head_states(self, item_seq, item_len, tdom):
+        """The final states of an evaluation batch (``item_seq [B, L]``, ``item_len [B]``, ``tdom
+        [B, L]`` from :meth:`eval_target_domains`): ``[(users [n], states [n, D])]``, each user of the
+        batch in exactly one entry (e.g. one entry per target domain), its state after its last
+        history item for its target's domain. Every model implements it."""
+        raise NotImplementedError(f'{type(self).__name__} must implement head_states')
+
+    def item_table(self):
+        """``[n_items, D]``: what :meth:`full_sort_predict` and :meth:`predict` score the final
+        states against (default: the item embeddings; cached per evaluation pass by the base)."""
+        return self.item_embedding.weight
+
+    def forward(self, item_seq, item_len, tdom):
+        """``[B, D]``: every user's final representation for its target's domain (from
+        :meth:`head_states`), as RecBole's sequential models' ``forward``."""
+        parts = self.head_states(item_seq, item_len, tdom)
+        states = parts[0][1]
+        final = states.new_zeros(item_seq.size(0), states.size(1))
+        for users, states in parts:
+            final = final.index_copy(0, users, states)
+        return final
+
+    def final_representation(self, interaction):
+        """``[B, D]`` of an evaluation batch (:meth:`forward`, in chunks of
+        :attr:`eval_chunk_size` users without gradients)."""
+        item_seq, item_len, _ = self.trim_batch(interaction)
+        tdom = self.eval_target_domains(interaction, item_seq, item_len)
+        return self.eval_in_chunks(self.forward, item_seq, item_len, tdom)
+
+    def scoring_table(self):
+        """:meth:`item_table`, cached per evaluation pass (:meth:`eval_cached`)."""
+        return self.eval_cached('item_table', self.item_table)
+
+    def full_sort_predict(self, interaction):
+        """Scores ``[B, n_items]`` of every item (both domains and the padding id 0; the evaluator
+        ranks within the target's domain)."""
+        return torch.matmul(self.final_representation(interaction), self.scoring_table().t())
+
+    def predict(self, interaction):
+        """Score of ``interaction[ITEM_ID]`` for each row."""
+        return (self.final_representation(interaction) * self.scoring_table()[interaction[self.ITEM_ID]]).sum(-1)
+
     # ---------------------------------------------------------------- domain interaction
     def domain_interaction(self, stage, h_a, h_b, ctx):
         """Hook for models whose two domain threads interact (identity here; ``_GCA`` variants

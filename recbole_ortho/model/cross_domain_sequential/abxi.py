@@ -330,33 +330,15 @@ class ABXI(CrossDomainSeqRecommender):
         return loss_a + loss_b
 
     # ------------------------------------------------------------------ evaluation
-    def final_representation(self, interaction):
-        """``[B, d]`` state after the last history item, projected for the target's domain
-        (chunked by :meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.eval_in_chunks`)."""
-        item_seq, item_len, _ = self.trim_batch(interaction)
-        tdom = self.eval_target_domains(interaction, item_seq, item_len)
-        return self.eval_in_chunks(self._final, item_seq, item_len, tdom)
-
-    def forward(self, item_seq, item_len, tdom, train=True):
+    def head_rows(self, item_seq, item_len, tdom, train):
         """Projected states of the head rows: ``([out_A [R_A, d], out_B [R_B, d]], layout)`` with
         the rows of ``layout.head`` (training: every step whose target ``tdom`` is in A, resp. B;
         evaluation: the last history step of each user, by its target's domain)."""
         layout = self.layout(item_seq, item_len, tdom, train)
         return self._head(self._encode(layout), layout), layout
 
-    def _final(self, item_seq, item_len, tdom):
-        outs, plan = self.forward(item_seq, item_len, tdom, train=False)
-        final = outs[0].new_zeros(item_seq.size(0), self.embedding_size)
-        for hd, o in zip(plan.head, outs):
-            final = final.index_copy(0, hd.user, o)
-        return final
-
-    def full_sort_predict(self, interaction):
-        """Scores ``[B, n_items]`` of every item (both domains and the padding id 0; the
-        evaluator restricts the ranking to the target's domain)."""
-        return torch.matmul(self.final_representation(interaction), self.item_embedding.weight.t())
-
-    def predict(self, interaction):
-        """Score of ``interaction[ITEM_ID]`` for each row."""
-        h = self.final_representation(interaction)
-        return (h * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+    def head_states(self, item_seq, item_len, tdom):
+        """The projected state after each user's last history item, per target domain; the family
+        base scores them against the item embeddings."""
+        outs, layout = self.head_rows(item_seq, item_len, tdom, train=False)
+        return [(hd.user, o) for hd, o in zip(layout.head, outs)]

@@ -392,28 +392,11 @@ class CDSRNP(CrossDomainSeqRecommender):
             steps = torch.arange(idx.numel(), device=seq.device) * seq.size(1) + lens - 1
             return self.support_context(*self.domain_states(hs, plan.ctx, steps), self.support_target[idx])
 
-    def _final(self, item_seq, item_len, tdom):
+    def head_states(self, item_seq, item_len, tdom):
+        """The output state after each user's last history item, for its target's domain (with the
+        evaluation support set's latent and deterministic paths)."""
         ctx = self.eval_support()
         plan = self.layout(item_seq, item_len, tdom, train=False)
         out, _, _ = self.head(self.encode(plan), plan, ctx)
-        users = torch.cat([hd.user for hd in plan.head])
-        return out.new_zeros(item_seq.size(0), self.hidden_size).index_copy(0, users, out)
-
-    def final_representation(self, interaction):
-        """``[B, d]``: the output state after the last history item, for the target's domain."""
-        item_seq, item_len, _ = self.trim_batch(interaction)
-        tdom = self.eval_target_domains(interaction, item_seq, item_len)
-        return self.eval_in_chunks(self._final, item_seq, item_len, tdom)
-
-    def forward(self, item_seq, item_len, tdom):
-        """Output states ``[B, d]`` after the last step of each history (evaluation mode)."""
-        return self._final(item_seq, item_len, tdom)
-
-    def full_sort_predict(self, interaction):
-        """Scores ``[B, n_items]`` (the evaluator ranks within the target's domain)."""
-        return self.final_representation(interaction) @ self.item_embedding.weight.t()
-
-    def predict(self, interaction):
-        """Score of ``interaction[ITEM_ID]`` for each row."""
-        return (self.final_representation(interaction) * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+        return [(torch.cat([hd.user for hd in plan.head]), out)]
 

@@ -312,39 +312,15 @@ class LLM4CDSR(CrossDomainSeqRecommender):
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def forward(self, item_seq, item_len, tdom, train=False):
-        """States at the head rows: per domain ``D`` a pair ``(h_mixed, h_D)`` (``[R_D, d]`` each) and
-        the layout (evaluation: the last history step of every user whose target is in ``D``)."""
-        plan = self.layout(item_seq, item_len, tdom, train)
+    def head_states(self, item_seq, item_len, tdom):
+        """``[B, 2d]`` per target domain: the mixed thread's last state beside the target domain's
+        thread state (scored against :meth:`item_table`: mixed-thread score plus the domain thread's;
+        an item of the other domain gets a meaningless second term, the evaluator ranks within the
+        target's domain)."""
+        plan = self.layout(item_seq, item_len, tdom, False)
         hs = self.encode(plan, self.adapter(self.global_table[plan.tokens[:plan.seg[0]]]))
-        return [(hx, hd) for hx, hd, _ in self._head_states(hs, plan)], plan
+        return [(hd.user, torch.cat([hx, hdom], dim=1)) for hd, (hx, hdom, _) in zip(plan.head, self._head_states(hs, plan))]
 
-    def _final(self, item_seq, item_len, tdom):
-        outs, plan = self.forward(item_seq, item_len, tdom, train=False)
-        final = outs[0][0].new_zeros(item_seq.size(0), 2 * self.hidden_size)
-        for hd, (hx, hdom) in zip(plan.head, outs):
-            final = final.index_copy(0, hd.user, torch.cat([hx, hdom], dim=1))
-        return final
-
-    def final_representation(self, interaction):
-        """``[B, 2d]``: the mixed thread's last state and the target domain's thread state."""
-        item_seq, item_len, _ = self.trim_batch(interaction)
-        tdom = self.eval_target_domains(interaction, item_seq, item_len)
-        return self.eval_in_chunks(self._final, item_seq, item_len, tdom)
-
-    def _item_table(self):
-        """``[n_items, 2d]``: adapted global embedding and domain text embedding of every item (cached
-        per evaluation pass by the family base, :meth:`eval_cached`)."""
-        return self.eval_cached('item_table', lambda: torch.cat([self.adapter(self.global_table),
-                                                                 self.domain_table], dim=1))
-
-    def full_sort_predict(self, interaction):
-        """Scores ``[B, n_items]``: mixed-thread score plus the target domain's thread score (an item
-        of the other domain gets a meaningless second term; the evaluator ranks within the target's
-        domain)."""
-        return self.final_representation(interaction) @ self._item_table().t()
-
-    def predict(self, interaction):
-        """Score of ``interaction[ITEM_ID]`` for each row."""
-        h = self.final_representation(interaction)
-        return (h * self._item_table()[interaction[self.ITEM_ID]]).sum(-1)
+    def item_table(self):
+        """``[n_items, 2d]``: adapted global embedding and domain text embedding of every item."""
+        return torch.cat([self.adapter(self.global_table), self.domain_table], dim=1)
