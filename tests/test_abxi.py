@@ -622,7 +622,7 @@ def test_official_quirks_reproduce_official_code():
     b = train_batch([torch.as_tensor(s) for s in raws], W)
     item_seq, item_len, L = me.trim_batch(b)
     target = b['target_id_list'][:, :L]
-    outs, plan = me(item_seq, item_len, me.item_domain[target])
+    outs, plan = me.head_rows(item_seq, item_len, me.item_domain[target], train=True)
     pools = [(np.setdiff1d(np.arange(1, n_a + 1), s), np.setdiff1d(np.arange(n_a + 1, n_a + n_b + 1), s))
              for s in raws]                              # the official loader excludes the user's items
     gt_neg = torch.as_tensor(np.stack([np.concatenate([rng.choice(pools[u][0], 5, replace=False),

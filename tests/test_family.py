@@ -293,3 +293,24 @@ def test_the_base_owns_prediction_and_drops_its_evaluation_cache(tiny, monkeypat
         model.train()
         model.eval()
         assert not torch.allclose(model.full_sort_predict(batch), s2)
+
+
+def test_packed_layout_is_immutable_and_sizes_its_own_chunks():
+    """PackedLayout is a value: a model that changes a field builds a new one; its attention chunks
+    are sized from the hidden size inside pack_threads (kernels.grid_row_bytes, the one constant)."""
+    import dataclasses
+    from recbole_ortho.model.kernels import grid_row_bytes
+    from recbole_ortho.model.layout import pack_threads, step_facts
+    ds = FakeDataset()
+    item_domain = torch.as_tensor(ds.item_domain, dtype=torch.long)
+    seqs = random_sequences(ds, 4, 8, generator=torch.Generator().manual_seed(0))
+    b = train_batch(seqs, 8)
+    item_seq, item_len = b['item_id_list'], b['item_length']
+    tdom = item_domain[b['target_id_list']]
+    f = step_facts(item_seq, item_len, item_domain, tdom)
+    pos = [torch.ones_like(item_seq)] * 3
+    plan = pack_threads(f, item_seq, item_len, pos, filled=False, train=True, context=False, d_model=16)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.allowed = None
+    assert dataclasses.replace(plan, mask_last_ffn=False).mask_last_ffn is False and plan.mask_last_ffn is True
+    assert grid_row_bytes(16) == 4 * 3 * 16

@@ -30,7 +30,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from recbole_ortho.model.kernels import attention_chunks
+from recbole_ortho.model.kernels import attention_chunks, grid_row_bytes
 
 
 @dataclass
@@ -128,7 +128,7 @@ class DomainContext:
         return grid.reshape(self.B * self.L, -1).index_select(0, self.rows[d])
 
 
-@dataclass
+@dataclass(frozen=True)
 class PackedLayout:
     """A batch as packed rows of its threads (mixed, A, B, in this order).
 
@@ -140,7 +140,8 @@ class PackedLayout:
     (:func:`~recbole_ortho.model.kernels.attention_chunks`); ``head``: one :class:`HeadRows` per
     domain; ``ctx``: the :class:`DomainContext` (None when the model has no domain interaction);
     ``mult``: a ``[R, 1]`` mask re-applied after each sub-layer (official layout only, else None);
-    ``mask_last_ffn``: whether it is re-applied after the last block."""
+    ``mask_last_ffn``: whether it is re-applied after the last block. Immutable: a model that
+    changes a field builds a new layout (``dataclasses.replace``)."""
     B: int
     L: int
     n_grids: int
@@ -157,7 +158,7 @@ class PackedLayout:
     mask_last_ffn: bool = True
 
 
-def pack_threads(facts, item_seq, item_len, positions, filled, train, context, row_bytes):
+def pack_threads(facts, item_seq, item_len, positions, filled, train, context, d_model):
     """:class:`PackedLayout` of a batch: the mixed rows at every valid step, then the A rows and
     the B rows (at their occurrences, or ``filled`` at every step after their first item); no
     padding row is stored or attended to.
@@ -170,7 +171,7 @@ def pack_threads(facts, item_seq, item_len, positions, filled, train, context, r
         filled: domain rows at every step after the domain's first item (else at occurrences).
         train: head rows for every target step (else the last history step per user).
         context: also build the :class:`DomainContext`.
-        row_bytes: bytes per row in the attention grids (sizes the chunks).
+        d_model: the hidden size (sizes the attention chunks, :func:`~recbole_ortho.model.kernels.grid_row_bytes`).
 
     Attention: a mixed row attends to the mixed rows at steps ``<= t``; a domain row to its
     domain's *occurrences* at steps ``<= t`` (each domain item once)."""
@@ -213,10 +214,38 @@ def pack_threads(facts, item_seq, item_len, positions, filled, train, context, r
             row_at.append(m)
         ctx = DomainContext(B=B, L=L, valid=f.valid, occ=f.occ, has=has, last=f.last, filled=filled,
                             rows=flat_rows[1:], row_at=row_at)
-    chunks = attention_chunks(flat_idx, flat_idx, n_grids * B, L, L, row_bytes=row_bytes)
+    chunks = attention_chunks(flat_idx, flat_idx, n_grids * B, L, L, row_bytes=grid_row_bytes(d_model))
     return PackedLayout(B=B, L=L, n_grids=n_grids, tokens=tokens, positions=pos, chunks=chunks,
                         seg=[fr.numel() for fr in flat_rows], flat_idx=flat_idx, row_of=row_of,
                         allowed=allowed.unsqueeze(1), head=head, ctx=ctx)
+
+
+def head_sources(facts, item_len, train):
+    """Per domain ``D``, ``(src, user)``: the flat steps ``b * L + t`` the head reads for ``D``'s
+    targets (training: every step whose target is in ``D``; evaluation: the last history step of
+    the users whose evaluated target is in ``D``) and their users ``b``."""
+    f = facts
+    out = []
+    for d in (0, 1):
+        if train:
+            src = torch.nonzero((f.tdom == d).reshape(-1)).squeeze(1)
+        else:
+            final_dom = f.tdom.gather(1, (item_len - 1)[:, None]).squeeze(1)
+            users = torch.nonzero(final_dom == d).squeeze(1)
+            src = users * f.L + item_len[users] - 1
+        out.append((src, torch.div(src, f.L, rounding_mode='floor')))
+    return out
+
+
+def grid_head_rows(facts, item_len, train, slot_of_step, grid_rows):
+    """:class:`HeadRows` of a layout whose rows *are* its grids (ABXI's official layout, grids of
+    ``grid_rows`` rows: mixed, then A, then B): step ``b * L + t`` sits at row ``slot_of_step[b, t]``
+    of the mixed grid and its domain state at the same slot of the domain's grid."""
+    head = []
+    for d, (src, user) in enumerate(head_sources(facts, item_len, train)):
+        x_row = slot_of_step.reshape(-1)[src]
+        head.append(HeadRows(src=src, user=user, x_row=x_row, dom_row=(d + 1) * grid_rows + x_row))
+    return head
 
 
 def head_rows(facts, item_len, row_of, R, train, filled):
@@ -224,14 +253,7 @@ def head_rows(facts, item_len, row_of, R, train, filled):
     f = facts
     L, BL = f.L, f.B * f.L
     head = []
-    for d in (0, 1):
-        if train:
-            src = torch.nonzero((f.tdom == d).reshape(-1)).squeeze(1)
-        else:
-            final_dom = f.tdom.gather(1, (item_len - 1)[:, None]).squeeze(1)
-            users = torch.nonzero(final_dom == d).squeeze(1)
-            src = users * L + item_len[users] - 1
-        user = torch.div(src, L, rounding_mode='floor')
+    for d, (src, user) in enumerate(head_sources(f, item_len, train)):
         if filled:
             dom_row = row_of[(d + 1) * BL + src]
         else:

@@ -11,13 +11,15 @@ Reference code:
     https://github.com/DiMarzioBian/ABXI
 """
 
+from dataclasses import replace
+
 import torch
 import torch.nn as nn
 
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
-from recbole_ortho.model.kernels import attention_chunks, packed_attention
+from recbole_ortho.model.kernels import attention_chunks, grid_row_bytes, packed_attention
 from recbole_ortho.model.layers import Dropout, LayerNorm, LowRankAdapter, MultiHeadAttention, SwiGLU
-from recbole_ortho.model.layout import HeadRows, PackedLayout, head_row_subset, pack_threads, step_facts
+from recbole_ortho.model.layout import PackedLayout, grid_head_rows, head_row_subset, pack_threads, step_facts
 from recbole_ortho.model.loss import per_domain_info_nce
 from recbole_ortho.model.negatives import (DomainNegativeSampler, row_negative_logits, shared_negative_logits,
                                            user_items_sorted)
@@ -166,7 +168,7 @@ class ABXI(CrossDomainSeqRecommender):
         pos_x = torch.where(f.valid, item_len[:, None] - f.idx, torch.zeros_like(f.idx))
         return pack_threads(f, item_seq, item_len, [pos_x] + self.domain_positions(f),
                             filled=self.filled_domain_states, train=train, context=bool(self.interaction_stages),
-                            row_bytes=4 * 3 * self.embedding_size)
+                            d_model=self.embedding_size)
 
     def _official_layout(self, item_seq, item_len, tdom, train):
         """Layout of the official code (``official_quirks=True``): every input left-padded to
@@ -204,19 +206,9 @@ class ABXI(CrossDomainSeqRecommender):
         nz = tok != 0
         pos = nz.flip(-1).long().cumsum(-1).flip(-1) * nz
         causal = torch.ones(W, W, dtype=torch.bool, device=dev).tril()
-        head = []
-        for d in (0, 1):
-            if train:
-                src = torch.nonzero((f.tdom == d).reshape(-1)).squeeze(1)
-                g = gflat.reshape(-1)[src]
-            else:
-                final_dom = f.tdom.gather(1, (item_len - 1)[:, None]).squeeze(1)
-                users = torch.nonzero(final_dom == d).squeeze(1)
-                src = users * L + item_len[users] - 1
-                g = users * W + W - 1
-            head.append(HeadRows(src=src, user=torch.div(src, L, rounding_mode='floor'),
-                                 x_row=g, dom_row=(d + 1) * BW + g))
-        chunks = attention_chunks(None, None, 3 * B, W, W, row_bytes=4 * 3 * self.embedding_size, device=dev)
+        # the head reads the slot of its step (evaluation: the last slot, W - 1, of every grid)
+        head = grid_head_rows(f, item_len, train, gflat, BW)
+        chunks = attention_chunks(None, None, 3 * B, W, W, row_bytes=grid_row_bytes(self.embedding_size), device=dev)
         mult = nz.reshape(-1, 1).to(self.item_embedding.weight.dtype)
         return PackedLayout(B=B, L=W, n_grids=3, tokens=tok.reshape(-1), positions=pos.reshape(-1), chunks=chunks,
                             seg=[BW, BW, BW], flat_idx=None, row_of=None, allowed=causal.expand(3 * B, 1, W, W),
@@ -246,7 +238,7 @@ class ABXI(CrossDomainSeqRecommender):
         d = self.embedding_size
         qkv = blk.attn.in_proj(h)
         q_flat = torch.arange(h.size(0), device=h.device) if plan.flat_idx is None else plan.flat_idx
-        chunks = attention_chunks(q_flat[need], q_flat, plan.n_grids * plan.B, plan.L, plan.L, row_bytes=12 * d)
+        chunks = attention_chunks(q_flat[need], q_flat, plan.n_grids * plan.B, plan.L, plan.L, row_bytes=grid_row_bytes(d))
         att = packed_attention(qkv[need, :d], qkv[:, d:], chunks, plan.allowed, self.n_heads, plan.L, plan.L)
         hs = blk.norm_attn(h[need] + blk.attn.out_proj(att))
         if plan.mult is not None:
@@ -265,7 +257,8 @@ class ABXI(CrossDomainSeqRecommender):
         ``extra_items``, their embeddings come from the same lookup (one dense gradient of the
         item table instead of two) and are returned too. Without gradients, if no domain
         interaction follows the last block, only the rows the projector reads are computed in
-        that block (``plan.head`` is then remapped to them)."""
+        that block (the layout returned then has ``head`` remapped to them). Returns ``(h, layout)``
+        or, with ``extra_items``, ``(h, layout, extra)``."""
         ids = plan.tokens if extra_items is None else torch.cat([plan.tokens, extra_items])
         emb = self.item_embedding(ids)
         extra = emb[plan.tokens.numel():]
@@ -277,11 +270,11 @@ class ABXI(CrossDomainSeqRecommender):
             last = i == self.n_layers - 1
             if last and not torch.is_grad_enabled() and not self.training and extra_items is None \
                     and self.n_layers not in self.interaction_stages:
-                h, plan.head = self._last_block_for_head(blk, h, plan)
-                return h
+                h, head = self._last_block_for_head(blk, h, plan)
+                return h, replace(plan, head=head)
             h = self._block(blk, h, plan, mask_ffn=plan.mask_last_ffn or not last)
             h = self.interact(i + 1, h, plan)
-        return h if extra_items is None else (h, extra)
+        return (h, plan) if extra_items is None else (h, plan, extra)
 
     def _head(self, h, plan):
         """Projector: final representation of every head row, ``[rows_A, rows_B]``."""
@@ -323,7 +316,7 @@ class ABXI(CrossDomainSeqRecommender):
         tdom = self.item_domain[target]                              # -1 at padding
         plan = self.layout(item_seq, item_len, tdom, train=True)
         pos_items = target.reshape(-1)[torch.cat([hd.src for hd in plan.head])]
-        h, pos_emb = self._encode(plan, extra_items=pos_items)
+        h, plan, pos_emb = self._encode(plan, extra_items=pos_items)
         outs = self._head(h, plan)
         loss_a, loss_b = self._info_nce(outs, plan, item_seq, target, pos_emb)
         self.add_trace(loss_a=loss_a, loss_b=loss_b)
@@ -334,8 +327,8 @@ class ABXI(CrossDomainSeqRecommender):
         """Projected states of the head rows: ``([out_A [R_A, d], out_B [R_B, d]], layout)`` with
         the rows of ``layout.head`` (training: every step whose target ``tdom`` is in A, resp. B;
         evaluation: the last history step of each user, by its target's domain)."""
-        layout = self.layout(item_seq, item_len, tdom, train)
-        return self._head(self._encode(layout), layout), layout
+        h, layout = self._encode(self.layout(item_seq, item_len, tdom, train))
+        return self._head(h, layout), layout
 
     def head_states(self, item_seq, item_len, tdom):
         """The projected state after each user's last history item, per target domain; the family

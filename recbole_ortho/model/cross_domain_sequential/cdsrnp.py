@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from recbole_ortho.data.support import support_pool
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
 from recbole_ortho.model.encoders import PackedSASRec
-from recbole_ortho.model.kernels import attention_chunks, packed_attention
+from recbole_ortho.model.kernels import attention_chunks, grid_row_bytes, packed_attention
 from recbole_ortho.model.layers import Dropout, LayerNorm
 from recbole_ortho.model.layout import pack_threads, step_facts
 from recbole_ortho.model.loss import domain_cross_entropy, gaussian_kl, info_nce
@@ -206,7 +206,7 @@ class CDSRNP(CrossDomainSeqRecommender):
         pos_x = torch.where(f.valid, f.idx + 1, torch.zeros_like(f.idx))
         pos_d = [torch.cumsum(f.occ[d].long(), dim=1) for d in (0, 1)]
         return pack_threads(f, item_seq, item_len, [pos_x] + pos_d, filled=False, train=train, context=True,
-                            row_bytes=4 * 3 * self.hidden_size)
+                            d_model=self.hidden_size)
 
     def encode(self, plan):
         """States of the packed rows ``[h_mixed, h_A, h_B]`` after the embeddings and the encoders
@@ -297,7 +297,7 @@ class CDSRNP(CrossDomainSeqRecommender):
         q = torch.cat([self.adapt_query[0](x[:n_a]), self.adapt_query[1](x[n_a:])])
         n_seq = plan.B
         chunks = attention_chunks(src, plan.flat_idx[:plan.seg[0]], n_seq, plan.L, plan.L,
-                                  row_bytes=4 * 3 * self.hidden_size)
+                                  row_bytes=grid_row_bytes(self.hidden_size))
         p_att = self.attn_dropout_prob if self.training else 0.0
         u = self.adapt_out(packed_attention(q, self.adapt_kv(hs[0]), chunks, plan.allowed[:n_seq], self.n_heads,
                                             dropout_p=p_att))

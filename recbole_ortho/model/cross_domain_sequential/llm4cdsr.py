@@ -14,6 +14,7 @@ Reference code:
 """
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -182,11 +183,11 @@ class LLM4CDSR(CrossDomainSeqRecommender):
         pos_x = torch.where(f.valid, f.idx + 1, torch.zeros_like(f.idx))
         pos_d = [torch.cumsum(f.occ[d].long(), dim=1) for d in (0, 1)]
         plan = pack_threads(f, item_seq, item_len, [pos_x] + pos_d, filled=False, train=train,
-                            context=bool(self.interaction_stages), row_bytes=4 * 3 * self.hidden_size)
+                            context=bool(self.interaction_stages), d_model=self.hidden_size)
         if not self.causal_attention:
             same = (f.dom[:, None, :] == f.dom[:, :, None]) & (f.dom[:, None, :] >= 0)
             full = f.valid[:, None, :] & f.valid[:, :, None]
-            plan.allowed = torch.cat([full, same]).unsqueeze(1)
+            plan = replace(plan, allowed=torch.cat([full, same]).unsqueeze(1))
         return plan
 
     # ------------------------------------------------------------------ encoder

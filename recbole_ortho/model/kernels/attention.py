@@ -24,6 +24,12 @@ class AttentionChunk(SimpleNamespace):
     ``q_pad``/``k_pad`` the empty slots."""
 
 
+def grid_row_bytes(d_model, parts=3, itemsize=4):
+    """Bytes of one row of a chunk's attention grids (``parts`` projections of ``d_model``
+    values: q, k, v): what :func:`attention_chunks` sizes its chunks with, for every caller."""
+    return itemsize * parts * d_model
+
+
 def attention_chunks(q_index, k_index, n_seq, len_q, len_k, max_chunk_bytes=1 << 24, row_bytes=3072,
                      device=None):
     """Split packed query/key rows into chunks of whole sequences for :func:`packed_attention`.
