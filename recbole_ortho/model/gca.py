@@ -14,6 +14,9 @@ Alignment in Recommendation Models" (arXiv:2510.09435):
   records the orthogonality statistics (:mod:`recbole_ortho.model.ortho`) during evaluation.
 """
 
+from contextlib import contextmanager
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -59,6 +62,16 @@ class GatedCrossAttention(nn.Module):
     steps of :math:`|\cos(X_A, X'_A)|` (``'ortho'``; steps with at least one key) and of
     :math:`|\cos(X_A, Z_B)|` (``'cross'``: the query input against the other sequence's input at
     the same step; steps where that one is valid); NaN for a sequence without such a step.
+
+    Capture (for :mod:`recbole_ortho.probe`): while :attr:`capture` is a callable (set by
+    :meth:`GCAStages.capturing`), each entry point that computes statistics (``return_stats``,
+    i.e. during a recording evaluation pass) also hands ``capture(record)`` its query rows: a dict
+    with ``x`` (the query input X ``[R, d]``), ``x_att`` (X' ``[R, d]``, 0 without a key),
+    ``has_key [R]``, ``other`` (the other domain's input Y at the same step ``[R, d]``, 0 where
+    ``other_valid`` is False; None without one), ``other_valid [R]``, ``gate`` (the gate G
+    ``[R, d]``, the scalar alpha ``[1]``, or None), ``gate_kind``, ``seq [R]`` (the row's sequence
+    in this call), ``step [R]`` (its position in the sequence), ``n_seq`` and ``length``. With
+    ``capture`` None (the default) nothing changes but one attribute check per call.
     """
 
     ACTIVATIONS = ('sigmoid', 'tanh')
@@ -67,6 +80,8 @@ class GatedCrossAttention(nn.Module):
     #: learnable alpha starting at 0 (the GCA author's blog form); ``none``: ``LN(X + Dropout(X'))``
     #: (plain residual cross-attention) -- gate ablations
     GATES = ('vector', 'scalar', 'none')
+    #: ``capture(record)`` while a probe captures this layer's tensors (:meth:`GCAStages.capturing`); None: off
+    capture = None
 
     def __init__(self, d_model, n_heads=4, activation='sigmoid', layer_norm=True,
                  gate_input='concat_other', dropout=0.0, layer_norm_eps=1e-5, gate='vector'):
@@ -170,7 +185,21 @@ class GatedCrossAttention(nn.Module):
             gz = None
         g = self.gate_fc2(gelu(gx if gz is None else gx + gz))
         g = torch.sigmoid(g) if self.activation == 'sigmoid' else torch.tanh(g)
+        if self.capture is not None:                 # probe: keep the gate for _hand_over
+            self._captured_gate = g.detach()
         return self.norm(x + self.dropout(g * x_att)), x_att
+
+    def _hand_over(self, x, x_att, has, other, other_valid, seq, step, n_seq, length, gate_rows=None):
+        """Give :attr:`capture` the query rows of the call that just ran (see the class docstring);
+        ``gate_rows`` selects the rows of the gate computed by the call (default: all)."""
+        gate = {'vector': lambda: self._captured_gate if gate_rows is None else self._captured_gate[gate_rows],
+                'scalar': lambda: self.alpha.detach(), 'none': lambda: None}[self.gate_kind]()
+        if other is not None and other_valid is None:
+            other_valid = torch.ones_like(has)
+        self.capture({'x': x.detach(), 'x_att': x_att.detach(), 'has_key': has,
+                      'other': None if other is None else other.detach(), 'other_valid': other_valid,
+                      'gate': gate, 'gate_kind': self.gate_kind, 'seq': seq, 'step': step,
+                      'n_seq': int(n_seq), 'length': int(length)})
 
     # ---------------------------------------------------------------- two interleaved sequences
     @staticmethod
@@ -255,6 +284,9 @@ class GatedCrossAttention(nn.Module):
                     stats.append({'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), hass[i], seq, n_seq),
                                   'ortho_steps': query_step_cosines(x, x_att, hass[i], seq),
                                   'cross': st_cross})
+                    if me.capture is not None:
+                        me._hand_over(x, x_att, hass[i], None if oi is None else other, None if oi is None else ov,
+                                      seq, torch.remainder((index_a, index_b)[i], length), n_seq, length)
         return (tuple(ys), tuple(stats)) if return_stats else tuple(ys)
 
     # ---------------------------------------------------------------- padded tensors
@@ -310,6 +342,12 @@ class GatedCrossAttention(nn.Module):
                      'ortho_steps': query_step_cosines(x.reshape(B * Lq, d), x_att, valid.reshape(-1),
                                                        torch.arange(B, device=x.device).repeat_interleave(Lq),
                                                        query=qm.reshape(-1))}
+            if self.capture is not None:
+                q = qm.reshape(-1)
+                self._hand_over(x.reshape(B * Lq, d)[q], x_att[q], has[q],
+                                other.reshape(B * Lq, d)[q], other_mask.reshape(-1)[q],
+                                torch.arange(B, device=x.device).repeat_interleave(Lq)[q],
+                                torch.arange(Lq, device=x.device).repeat(B)[q], B, Lq, gate_rows=q)
         return y, stats
 
     # ---------------------------------------------------------------- packed rows
@@ -360,6 +398,8 @@ class GatedCrossAttention(nn.Module):
                      'ortho_steps': query_step_cosines(x, x_att, has, sq),
                      'cross': rows_mean_per_sequence(abs_cosine(x, other), ov, sq, n_seq)
                      if other is not None else None}
+            if self.capture is not None:
+                self._hand_over(x, x_att, has, other, None if other is None else ov, sq, tq, n_seq, length)
         return y, stats
 
 
@@ -482,7 +522,38 @@ class GCAStages(nn.ModuleDict):
         """``2 * len(positions) * GatedCrossAttention.num_parameters(d, layer_norm, gate)``."""
         return 2 * len(self.positions) * GatedCrossAttention.num_parameters(self.d_model, self.layer_norm, self.gate)
 
+    # ---------------------------------------------------------------- capture (probe)
+    @contextmanager
+    def capturing(self, collector):
+        """Within this block every layer hands ``collector(stage, direction, record)`` the tensors of
+        each call that records statistics (an evaluation pass with the model recording; see
+        :class:`GatedCrossAttention`, "Capture"); ``direction`` 'a' = A's states attend to B's.
+        The record also holds ``valid [n_seq, length]``: the non-padding steps of the call's grid
+        (:meth:`apply_packed`: the context's ``valid``; :meth:`apply_padded`: ``valid_a | valid_b``),
+        so that positions can be counted whatever the model's padding side.
+        Used by :mod:`recbole_ortho.probe`; results are unchanged."""
+        def hand(stage, direction, record):
+            record['valid'] = self._capture_valid
+            collector(stage, direction, record)
+
+        layers = [(layer, partial(hand, int(p), name))
+                  for p, stage in self.items() for name, layer in stage.items()]
+        for layer, fn in layers:
+            layer.capture = fn
+        self._capturing = True
+        try:
+            yield self
+        finally:
+            self._capturing, self._capture_valid = False, None
+            for layer, _ in layers:
+                layer.__dict__.pop('capture', None)            # back to the class default (None)
+                layer.__dict__.pop('_captured_gate', None)
+
     # ---------------------------------------------------------------- orthogonality penalty
+    #: while :meth:`capturing`: True, and the valid-step mask of the call in progress
+    _capturing = False
+    _capture_valid = None
+
     def _layers(self):
         return [layer for stage in self.values() for layer in stage.values()]
 
@@ -535,6 +606,8 @@ class GCAStages(nn.ModuleDict):
         on ``recorder`` (the model) during evaluation. Returns the new ``(h_a, h_b)``."""
         layers = self[str(stage)]
         rec = recorder is not None and recorder.recording
+        if self._capturing:
+            self._capture_valid = ctx.valid
         if ctx.filled != (self.query_steps == 'every'):
             raise ValueError(f'GCAStages: gca_query_steps={self.query_steps} needs a layout with '
                              f'filled={self.query_steps == "every"}')
@@ -575,6 +648,8 @@ class GCAStages(nn.ModuleDict):
         are returned as computed (callers mask them). Returns ``(y_a, y_b)``."""
         layers = self[str(stage)]
         rec = recorder is not None and recorder.recording
+        if self._capturing:
+            self._capture_valid = valid_a | valid_b
         out = [layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk, return_stats=rec)
                for name, x, kv, vq, vk in (('a', x_a, x_b, valid_a, valid_b), ('b', x_b, x_a, valid_b, valid_a))]
         return self._outputs(recorder, stage, out, rec)
