@@ -1,4 +1,4 @@
-"""Use a trained model: train a quick one, load it back, recommend for three users.
+"""Use a trained model: train a quick one, load it back, recommend for three users, probe it.
 
     python examples/use_a_trained_model.py                        # ABXI_GCA on food_kitchen, 3 epochs
     python examples/use_a_trained_model.py --model=SASRec --epochs=1 --threads=2
@@ -11,7 +11,10 @@ the configurator). Steps:
    ``checkpoint_dir``, ``saved/`` by default);
 2. load it with :func:`recbole_ortho.quick_start.load_data_and_model` (CPU unless trained on a
    GPU that is here) and print the top-5 items of each domain for three evaluated users with
-   :func:`recbole_ortho.recommend.recommend` (:func:`recbole_ortho.utils.case_study.full_sort_topk`).
+   :func:`recbole_ortho.recommend.recommend` (:func:`recbole_ortho.utils.case_study.full_sort_topk`);
+3. for a ``_GCA`` model, probe its GCA modules (:func:`recbole_ortho.probe.probe_checkpoint`: one
+   evaluation pass; ``probe.json`` and the figures go beside the checkpoint) and print the headline
+   numbers (the paper's |cos(X, X')|, the gate, and the agreement with the evaluator).
 
 See docs/using_a_trained_model.md.
 """
@@ -22,6 +25,7 @@ import sys
 
 import numpy as np
 
+from recbole_ortho.probe import headline_table, probe_checkpoint
 from recbole_ortho.quick_start import load_data_and_model, run_recbole_ortho
 from recbole_ortho.recommend import item_titles, recommend
 from recbole_ortho.utils.case_study import history_of
@@ -63,7 +67,12 @@ def main(argv=None):
                      for r in rows if r['user'] == user]
             print(f'user {user}, top {args.k} of domain {domain}: ' + '; '.join(items))
 
-    # 3. probe the model's orthogonality: (added with the probe)
+    # 3. probe the orthogonality of its GCA modules (a _GCA model only)
+    if args.model.endswith('_GCA'):
+        out = os.path.splitext(res['checkpoint'])[0] + '_probe'
+        payload = probe_checkpoint(res['checkpoint'], split='test', out=out)
+        print(headline_table(payload))
+        print(f'probe written to {out} ({", ".join(payload["figures"])})')
     return 0
 
 

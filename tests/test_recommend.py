@@ -514,3 +514,6 @@ def test_example_script_runs_on_the_tiny_fixture(tmp_path, monkeypatch, capsys):
     lists = [line for line in out if line.startswith('user ')]
     assert len(lists) == 6 and all(line.count(';') >= 2 for line in lists)
     assert sum(' of domain A: ' in line for line in lists) == 3 and sum(' of domain B: ' in line for line in lists) == 3
+    assert any(line.startswith('agreement with the evaluator: ') and line.endswith(': ok') for line in out)
+    probe_dir = next(tmp_path.rglob('*_probe'))
+    assert (probe_dir / 'probe.json').is_file() and any(probe_dir.glob('*.png'))
