@@ -17,6 +17,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_ortho.config import Config, ConfigError
 from recbole_ortho.data import create_dataset, data_preparation
+from recbole_ortho.data.features import attach_features
 from recbole_ortho.trainer import CDSRTrainer, results_table
 from recbole_ortho.trainer.trainer import check_resume_settings, read_resume_checkpoint
 from recbole_ortho.utils.param_match import count_parameters, match_parameters
@@ -77,6 +78,7 @@ def build_model(config, data):
     model's ``param_match_key``; the config is updated). Returns ``(model, info)`` where ``info``
     holds the parameter counts."""
     model_class = get_model(config['model'])
+    attach_features(data, model_class, config)          # the features it declares, computed once per dataset
     info = {}
     target = config['param_match']
     if target:
@@ -181,6 +183,7 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     model_class = get_model(config['model'])
     train_format = getattr(model_class, 'train_format', 'prefix')
     train_data, valid_data, test_data = data_preparation(config, data, train_format=train_format)
+    attach_features(data, model_class, config)          # what the model declares, in the data time
     t_data = perf_counter() - t0
     logger.info(set_color('Data ready', 'green') + f' in {t_data:.2f}s: {len(train_data)} training batches '
                 f'({train_format} rows), {valid_data.n} evaluated users')

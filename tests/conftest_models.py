@@ -53,10 +53,18 @@ class FakeDataset:
         self.target_domain_dataset = DomainSummary('target_user_id', 'target_item_id', n_users + 1, n_b + 1)
         self.num_total_user, self.num_total_item = n_users + 1, self.n_items
         self.num_overlap_user, self.num_overlap_item, self.overlap_id_field = n_users + 1, 1, 'overlap'
+        self.given = {}                      # features handed over by a test (see feature)
 
     def num(self, field):
         assert field == 'item_id'
         return self.n_items
+
+    def feature(self, name, config):
+        """As :meth:`SeqData.feature`; a test hands a feature over directly with ``ds.given[name] = value``."""
+        if name in self.given:
+            return self.given[name]
+        from recbole_ortho.data.features import dataset_feature
+        return dataset_feature(self, name, config)
 
 
 def random_sequences(dataset, n_users, max_len, min_len=2, generator=None):

@@ -314,3 +314,45 @@ def test_packed_layout_is_immutable_and_sizes_its_own_chunks():
         plan.allowed = None
     assert dataclasses.replace(plan, mask_last_ffn=False).mask_last_ffn is False and plan.mask_last_ffn is True
     assert grid_row_bytes(16) == 4 * 3 * 16
+
+
+def test_the_dataset_hands_features_over_and_a_second_build_does_no_data_work(tiny, monkeypatch):
+    """LLM4CDSR declares its item text tables (dataset_features); the data layer computes them once
+    per dataset: building the model five more times (as a parameter-matched run and a sweep's
+    planning do) calls the text pipeline no more. On this tiny fixture the text pipeline itself is
+    cheap (70 items), so the time bound here is loose; tests/test_real_data.py checks the issue's
+    bound (five more builds under 5 % of the first) on Food-Kitchen."""
+    from time import perf_counter
+    from recbole_ortho.data import text_features as tf
+    from recbole_ortho.model.cross_domain_sequential import LLM4CDSR
+    from recbole_ortho.quick_start import build_model
+    monkeypatch.setattr(sys, 'argv', ['pytest'])
+    _, cfg = tiny
+    calls, original = [], tf.load_text_features
+    monkeypatch.setattr(tf, 'load_text_features', lambda c, d: calls.append(1) or original(c, d))
+    monkeypatch.setattr(tf, '_ENCODERS', {})          # the first build of a fresh process loads the encoder
+    assert LLM4CDSR.dataset_features == ('item_text',)
+    config = Config(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **SMALL_SETTINGS['LLM4CDSR']))
+    data = create_dataset(config)
+    t0 = perf_counter()
+    build_model(config, data)
+    first = perf_counter() - t0
+    t0 = perf_counter()
+    for _ in range(5):
+        build_model(config, data)
+    again = perf_counter() - t0
+    assert len(calls) == 1
+    assert again < 0.25 * first, (again, first)
+    other = Config(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **dict(SMALL_SETTINGS['LLM4CDSR'],
+                                                                                  text_domain_dim=8, hidden_size=8)))
+    build_model(other, data)                          # another text setting: its own tables
+    assert len(calls) == 2
+
+
+def test_no_model_file_imports_the_data_layer():
+    """The dataset hands a model its features (dataset.feature): no module under model/ imports data/."""
+    d = REPO / 'recbole_ortho' / 'model'
+    for f in d.rglob('*.py'):
+        imports = [ln.strip() for ln in f.read_text().splitlines()
+                   if re.match(r'\s*(from|import)\s+recbole_ortho\.data\b', ln)]
+        assert not imports, (f.name, imports)

@@ -34,7 +34,7 @@ def fake_features(ds, n_users=100, seed=0, profiles=True):
 
 def build(cls=LLM4CDSR, seed=0, ds=None, **kw):
     ds = ds or FakeDataset()
-    ds.text_features = fake_features(ds, profiles=kw.get('user_weight', 0.1) > 0)
+    ds.given['item_text'] = fake_features(ds, profiles=kw.get('user_weight', 0.1) > 0)
     torch.manual_seed(seed)
     return cls(make_config(cls.__name__, **dict(SMALL, **kw)), ds), ds
 
@@ -345,9 +345,9 @@ def test_bad_settings_name_the_key():
                     (dict(text_domain_dim=8), 'text_domain_dim')):
         with pytest.raises(Exception, match=key):
             ds = FakeDataset()
-            ds.text_features = fake_features(ds)
+            ds.given['item_text'] = fake_features(ds)
             if key == 'text_domain_dim':
-                ds.text_features.domain_table = ds.text_features.domain_table[:, :8]
+                ds.given['item_text'].domain_table = ds.given['item_text'].domain_table[:, :8]
             LLM4CDSR(make_config('LLM4CDSR', **dict(SMALL, **kw)), ds)
 
 

@@ -133,6 +133,13 @@ class SeqData:
                                            'B_only': int((ev == 2).sum())}
 
     # RecBole compatibility (SequentialRecommender reads dataset.num(ITEM_ID))
+    def feature(self, name, config):
+        """Feature ``name`` that a model declared (``dataset_features``; see
+        :mod:`recbole_ortho.data.features`): computed on first use under ``config``'s settings, then
+        kept on this dataset for every later model."""
+        from recbole_ortho.data.features import dataset_feature
+        return dataset_feature(self, name, config)
+
     def num(self, field):
         if field == self.iid_field:
             return self.n_items

@@ -90,6 +90,10 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
     #: users per forward chunk in evaluation (bounds the memory of large evaluation batches)
     eval_chunk_size = 256
 
+    #: features the dataset hands this model (``dataset.feature(name, config)``;
+    #: :mod:`recbole_ortho.data.features`), computed once per dataset ahead of the model
+    dataset_features = ()
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)             # RecBole-CDR: source/target fields and counts
         # the sequential fields of RecBole's SequentialRecommender

@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_ortho.data.support import support_pool
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
 from recbole_ortho.model.encoders import PackedSASRec
 from recbole_ortho.model.kernels import attention_chunks, grid_row_bytes, packed_attention
@@ -96,6 +95,8 @@ class CDSRNP(CrossDomainSeqRecommender):
     """
 
     param_match_key = 'inner_size'
+    #: handed over by the dataset (:mod:`recbole_ortho.data.features`): the support elements
+    dataset_features = ('support_pool',)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -118,7 +119,7 @@ class CDSRNP(CrossDomainSeqRecommender):
         self.kl_warmup_epochs = config['kl_warmup_epochs']
         self.ce_negatives = config['ce_negatives']
         self._check_settings()
-        pool = support_pool(dataset, self.max_seq_length)
+        pool = dataset.feature('support_pool', config)                # the dataset hands the support pool over
         if len(pool) == 0:
             raise DataError(f'{type(self).__name__}: no user has items of both domains in the training part of its '
                             f'sequence, so there is no support set (overlapped users); check overlap_ratio '

@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_ortho.data.text_features import load_text_features
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
 from recbole_ortho.model.kernels import packed_attention
 from recbole_ortho.model.layers import Dropout, LayerNorm
@@ -58,8 +57,8 @@ class LLM4CDSR(CrossDomainSeqRecommender):
       *B* threads read only their domain's items through frozen per-domain text tables (PCA to
       ``d``), without adapter. Each thread is a :class:`SASRecThread` with learned positions
       (1 = its oldest item) and dropout on the embeddings. Item embeddings come from
-      :func:`recbole_ortho.data.text_features.load_text_features` (a dataset object may carry its
-      own ``text_features`` instead, e.g. in tests).
+      :func:`recbole_ortho.data.text_features.load_text_features`, handed over by the dataset
+      (``dataset.feature('item_text', config)``).
     * **Score** of an item of domain ``D`` after step ``t``:
       :math:`\langle h^{mix}_t, \mathrm{adapter}(g_i) \rangle + \langle h^{D}_{t_D}, l_i \rangle`, with
       :math:`h^{D}_{t_D}` the ``D`` thread's state at its latest item at or before ``t``.
@@ -89,6 +88,8 @@ class LLM4CDSR(CrossDomainSeqRecommender):
 
     param_match_key = 'inner_size'
     component_properties = ('text',)
+    #: handed over by the dataset (:mod:`recbole_ortho.data.features`): the item text tables, user profiles
+    dataset_features = ('item_text',)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -110,7 +111,7 @@ class LLM4CDSR(CrossDomainSeqRecommender):
         self.skip_last_item = config['negatives_skip_last_item']
         self.empty_thread = config['empty_thread']
         self._check_settings(config)
-        features = getattr(dataset, 'text_features', None) or load_text_features(config, dataset)
+        features = dataset.feature('item_text', config)             # the dataset hands the text tables over
 
         # define layers and loss
         g = torch.as_tensor(features.global_table, dtype=torch.float32)
