@@ -608,6 +608,7 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
              + f", cause arm {len(cause_rows)}" + (f" of {exp['cause']}" if exp.get('cause') else '') + '. '
              'A run counts as converged when early stopping ended it; one that reached the epoch cap or the time '
              'budget is flagged (column "stopped by") and left out of every test.', '',
+             _code_line(main + scaling_rows + cause_rows), '',
              '## Verdict, one row per claim', '',
              '| claim | status | the numbers behind it |', '|---|---|---|']
     lines += [f"| {v['claim']} | **{v['status']}** | {v['numbers']} |" for v in verdict]
@@ -709,6 +710,19 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
         if png:
             lines += [f'![{name}]({os.path.relpath(png, out_dir)})', '']
     return '\n'.join(lines)
+
+
+def _code_line(rows):
+    """Which package code made the runs (their provenance's commit; ``+dirty``: uncommitted
+    changes; ``unknown``: none recorded)."""
+    by = defaultdict(int)
+    for r in rows:
+        by[r.get('code') or 'unknown'] += 1
+    if not by:
+        return 'Code behind the runs: no run yet.'
+    parts = ', '.join(f'{c} ({n} run{"s" if n != 1 else ""})' for c, n in sorted(by.items()))
+    one = 'one commit' if len(by) == 1 else f'{len(by)} commits: compare across them only where the code agrees'
+    return f'Code behind the runs ({one}): {parts}.'
 
 
 def write_study_page(sources, entry, out_md, title, render_plots=True):
