@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_ortho.model.kernels import PairProjection, attention_chunks, gelu, packed_attention, sequence_ranks
-from recbole_ortho.model.layers import Dropout, MultiHeadAttention, causal_key_mask
+from recbole_ortho.model.kernels import (PairProjection, attention_chunks, gelu, grid_row_bytes, packed_attention,
+                                         sequence_ranks)
+from recbole_ortho.model.layers import Dropout, LayerNorm, MultiHeadAttention, causal_key_mask
 from recbole_ortho.model.ortho import (abs_cosine, masked_row_mean, query_step_cosines, rows_mean_per_sequence,
                                       stat_name)
 from recbole_ortho.utils.errors import ConfigError
@@ -103,7 +104,7 @@ class GatedCrossAttention(nn.Module):
         elif gate == 'scalar':
             self.alpha = nn.Parameter(torch.zeros(1))
         self.dropout = Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if layer_norm else nn.Identity()
+        self.norm = LayerNorm(d_model, eps=layer_norm_eps) if layer_norm else nn.Identity()
         self.ortho_terms = None          # a list while an orthogonality penalty is collected (training)
         self.reset_parameters()
 
@@ -261,7 +262,7 @@ class GatedCrossAttention(nn.Module):
         index = torch.cat([index_a, index_b])
         has = allowed.reshape(n_seq * length, length).any(-1)[index]
         chunks = attention_chunks(index, index, n_seq, length, length, max_chunk_bytes=1 << 23,
-                                  row_bytes=4 * 3 * d)
+                                  row_bytes=grid_row_bytes(d))
         att = packed_attention(qkv, None, chunks, allowed, layer_a.attn.n_heads, zero_empty=False,
                                keep_grids=True)
         sizes = [index_a.numel(), index_b.numel()]
@@ -322,7 +323,7 @@ class GatedCrossAttention(nn.Module):
                 allowed = causal_key_mask(key_mask)
             else:
                 allowed = key_mask[:, None, :].expand(B, Lq, Lk)
-        chunks = attention_chunks(None, None, B, Lq, Lk, row_bytes=4 * 3 * d, device=x.device)
+        chunks = attention_chunks(None, None, B, Lq, Lk, row_bytes=grid_row_bytes(d), device=x.device)
 
         def attend(q, kvp):
             att = packed_attention(q, kvp, chunks, allowed, self.attn.n_heads, Lq, Lk)
@@ -380,7 +381,7 @@ class GatedCrossAttention(nn.Module):
         allowed = (step_k[:, None, :] <= step_q[:, :, None]).unsqueeze(1)           # [n_seq, 1, Lq, Lk]
         qpos, kpos = sq * Lq + rq, sk * Lk + rk
         has = allowed.reshape(n_seq * Lq, Lk).any(-1)[qpos]
-        chunks = attention_chunks(qpos, kpos, n_seq, Lq, Lk, row_bytes=4 * 3 * self.d_model)
+        chunks = attention_chunks(qpos, kpos, n_seq, Lq, Lk, row_bytes=grid_row_bytes(self.d_model))
 
         def attend(q, kvp):
             return packed_attention(q, kvp, chunks, allowed, self.attn.n_heads, zero_empty=False), has
