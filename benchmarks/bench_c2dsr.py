@@ -179,11 +179,8 @@ def main(argv=None):
         res[f'epoch_ratio_{models[1]}_over_{models[0]}'] = rows[models[1]]['epoch_s'] / rows[models[0]]['epoch_s']
     print(json.dumps({k: v for k, v in res.items() if k not in ('official', 'ours')}))
     if ns.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(ns.json_out)), exist_ok=True)
-        tmp = ns.json_out + '.tmp'
-        with open(tmp, 'w') as f:
-            f.write(json.dumps(res, indent=2) + '\n')
-        os.replace(tmp, ns.json_out)
+        from recbole_ortho.quick_start import write_json_atomic
+        write_json_atomic(ns.json_out, res)
 
 
 if __name__ == '__main__':

@@ -77,3 +77,17 @@ def shared_food_kitchen():
     root = os.environ.get('RECBOLE_ORTHO_DATA') or str(REPO.parent / 'shared' / 'data')
     p = Path(root) / 'food_kitchen'
     return p if (p / 'afk_50_preprocessed.txt').is_file() else None
+
+
+def build_times(config, data, n=5):
+    """``(first, again)``: seconds to build ``config['model']`` on ``data`` once (with the data work
+    of the features it declares) and ``n`` more times (quick_start.build_model)."""
+    from time import perf_counter
+    from recbole_ortho.quick_start import build_model
+    t0 = perf_counter()
+    build_model(config, data)
+    first = perf_counter() - t0
+    t0 = perf_counter()
+    for _ in range(n):
+        build_model(config, data)
+    return first, perf_counter() - t0

@@ -322,10 +322,10 @@ def test_the_dataset_hands_features_over_and_a_second_build_does_no_data_work(ti
     planning do) calls the text pipeline no more. On this tiny fixture the text pipeline itself is
     cheap (70 items), so the time bound here is loose; tests/test_real_data.py checks the issue's
     bound (five more builds under 5 % of the first) on Food-Kitchen."""
-    from time import perf_counter
     from recbole_ortho.data import text_features as tf
     from recbole_ortho.model.cross_domain_sequential import LLM4CDSR
     from recbole_ortho.quick_start import build_model
+    from tests.conftest import build_times
     monkeypatch.setattr(sys, 'argv', ['pytest'])
     _, cfg = tiny
     calls, original = [], tf.load_text_features
@@ -333,14 +333,7 @@ def test_the_dataset_hands_features_over_and_a_second_build_does_no_data_work(ti
     monkeypatch.setattr(tf, '_ENCODERS', {})          # the first build of a fresh process loads the encoder
     assert LLM4CDSR.dataset_features == ('item_text',)
     config = Config(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **SMALL_SETTINGS['LLM4CDSR']))
-    data = create_dataset(config)
-    t0 = perf_counter()
-    build_model(config, data)
-    first = perf_counter() - t0
-    t0 = perf_counter()
-    for _ in range(5):
-        build_model(config, data)
-    again = perf_counter() - t0
+    first, again = build_times(config, create_dataset(config))
     assert len(calls) == 1
     assert again < 0.25 * first, (again, first)
     other = Config(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **dict(SMALL_SETTINGS['LLM4CDSR'],

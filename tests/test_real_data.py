@@ -91,10 +91,9 @@ def test_cdsrnp_gca_one_epoch_on_food_kitchen_with_overlap_groups(tmp_path, monk
 def test_llm4cdsr_built_five_more_times_costs_under_5_percent_of_the_first_build(tmp_path, monkeypatch):
     """The dataset hands LLM4CDSR its text tables (computed once per dataset): on Food-Kitchen, with
     a cold text cache, five more builds cost under 5 % of the first (which ran the text pipeline)."""
-    from time import perf_counter
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset
-    from recbole_ortho.quick_start import build_model
+    from tests.conftest import build_times
     raw = shared_food_kitchen()
     if raw is None:
         pytest.skip('../shared/data/food_kitchen is not available')
@@ -102,13 +101,6 @@ def test_llm4cdsr_built_five_more_times_costs_under_5_percent_of_the_first_build
     monkeypatch.setenv('RECBOLE_ORTHO_DATA', str(raw.parent))
     config = Config(model='LLM4CDSR', dataset='food_kitchen', config_dict={
         'data_path': str(tmp_path / 'dataset'), 'cache_dir': str(tmp_path / 'cache'), 'threads': 2})
-    data = create_dataset(config)
-    t0 = perf_counter()
-    build_model(config, data)
-    first = perf_counter() - t0
-    t0 = perf_counter()
-    for _ in range(5):
-        build_model(config, data)
-    again = perf_counter() - t0
+    first, again = build_times(config, create_dataset(config))
     print(f'first build {first:.2f} s, five more {again:.2f} s ({100 * again / first:.1f} %)')
     assert again < 0.05 * first, (again, first)
