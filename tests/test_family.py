@@ -333,7 +333,8 @@ def test_the_dataset_hands_features_over_and_a_second_build_does_no_data_work(ti
     monkeypatch.setattr(tf, '_ENCODERS', {})          # the first build of a fresh process loads the encoder
     assert LLM4CDSR.dataset_features == ('item_text',)
     config = Config(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **SMALL_SETTINGS['LLM4CDSR']))
-    first, again = build_times(config, create_dataset(config))
+    data = create_dataset(config)
+    first, again = build_times(config, data)
     assert len(calls) == 1
     assert again < 0.25 * first, (again, first)
     other = Config(model='LLM4CDSR', dataset='tiny', config_dict=dict(cfg, **dict(SMALL_SETTINGS['LLM4CDSR'],
