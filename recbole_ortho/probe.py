@@ -8,7 +8,7 @@ Performs Orthogonal Alignment in Recommendation Models", arXiv:2510.09435)::
     python -m recbole_ortho.probe --model_file saved/ABXI_GCA-food_kitchen-....pth [--split valid|test] [--out DIR]
 
 One evaluation pass of the checkpoint (the evaluator's, :class:`~recbole_ortho.evaluator.CDSREvaluator`)
-runs with the GCA layers' capture on (:meth:`recbole_ortho.model.gca.GCAStages.capturing`): for every GCA
+runs with the GCA layers' capture on (:meth:`recbole_ortho.model.gca_wiring.GCAStages.capturing`): for every GCA
 module and direction (``gca{p}_a``: domain A's states attend to B's at stage ``p``; ``gca{p}_b``: B
 attends to A) each query step hands over its query input :math:`X`, the cross-attention output
 :math:`X' = \mathrm{CA}(X, Y)`, the other domain's input :math:`Y` at the same step (the gate's
@@ -36,7 +36,7 @@ other input) and the gate :math:`G`. The probe writes ``DIR/probe.json`` (atomic
 Only query steps with at least one key enter the :math:`X'` statistics (a step without a key has
 :math:`X' = 0`; counted as ``no_key_steps``, as the evaluator does); :math:`\cos(X, Y)` uses the
 steps where :math:`Y` exists. It works for every model with a
-:class:`~recbole_ortho.model.gca.GCAStages` (every ``_GCA`` model) and says in one line (exit
+:class:`~recbole_ortho.model.gca_wiring.GCAStages` (every ``_GCA`` model) and says in one line (exit
 code 2) when the checkpoint's model has none.
 """
 
@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from recbole_ortho.evaluator.evaluator import step_summaries
-from recbole_ortho.model.gca import GCAStages
+from recbole_ortho.model.gca_wiring import GCAStages
 from recbole_ortho.model.ortho import stat_name
 
 #: the absolute tolerance of the agreement between the probe's statistics and the evaluator's

@@ -19,7 +19,8 @@ from recbole_ortho.config import Config, ConfigError, ModelConfig, model_propert
 from recbole_ortho.data import create_dataset  # noqa: E402
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender  # noqa: E402
 from recbole_ortho.model.cross_domain_sequential import ABXI, ABXI_GCA  # noqa: E402
-from recbole_ortho.model.gca import GatedCrossAttention, GCAStages  # noqa: E402
+from recbole_ortho.model.gca import GatedCrossAttention  # noqa: E402
+from recbole_ortho.model.gca_wiring import GCAStages  # noqa: E402
 from recbole_ortho.utils import properties_dir  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 

@@ -240,7 +240,7 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
     # ---------------------------------------------------------------- domain interaction
     def domain_interaction(self, stage, h_a, h_b, ctx):
         """Hook for models whose two domain threads interact (identity here; ``_GCA`` variants
-        place GCA layers, see :class:`recbole_ortho.model.gca.GCAStages`).
+        place GCA layers, see :class:`recbole_ortho.model.gca_wiring.GCAStages`).
 
         ``h_a [Ra, d]``, ``h_b [Rb, d]``: the packed A/B states, one row per step where the domain
         occurs, or, with ``filled_domain_states``, per step that has a state; ``ctx``: the

@@ -41,7 +41,7 @@ STAT_KINDS = {'ortho': 'ortho_cos', 'cross': 'cross_cos'}
 def stat_name(kind, direction, stage):
     """Name of a recorded statistic: ``stat_name('ortho', 'a', 0) == 'ortho_cos_a@gca0'``
     (``direction`` 'a' = domain A's states attend to B's, 'b' the reverse; ``stage`` = where the
-    GCA layer sits, see :class:`recbole_ortho.model.gca.GCAStages`)."""
+    GCA layer sits, see :class:`recbole_ortho.model.gca_wiring.GCAStages`)."""
     return f'{STAT_KINDS[kind]}_{direction}@gca{stage}'
 
 

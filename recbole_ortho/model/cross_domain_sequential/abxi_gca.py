@@ -13,17 +13,17 @@ Reference:
 """
 
 from recbole_ortho.model.cross_domain_sequential.abxi import ABXI
-from recbole_ortho.model.gca import GCAVariant
+from recbole_ortho.model.gca_wiring import GCAVariant
 
 
 class ABXI_GCA(GCAVariant, ABXI):
     r"""ABXI + GCA between its A and B inputs: at each stage of ``gca_positions`` (0 = after the
     embeddings, ``i`` = after encoder block ``i``) the A and B states exchange information
-    through two GCA layers, one per direction (:class:`~recbole_ortho.model.gca.GCAStages`, whose
+    through two GCA layers, one per direction (:class:`~recbole_ortho.model.gca_wiring.GCAStages`, whose
     docstring defines the ``gca_*`` settings and the recorded orthogonality statistics).
     Everything else is ABXI's: ABXI's
     :meth:`~recbole_ortho.model.abstract_recommender.CrossDomainSeqRecommender.domain_interaction`
-    hook is the only change (:class:`~recbole_ortho.model.gca.GCAVariant`).
+    hook is the only change (:class:`~recbole_ortho.model.gca_wiring.GCAVariant`).
 
     ``gca_query_steps``: ``occurrence`` (default) keeps ABXI's layout exactly, the A input having
     rows only at the steps where an A item occurs (the A state used at a later step is the one of

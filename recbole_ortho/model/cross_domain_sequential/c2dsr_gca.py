@@ -13,13 +13,13 @@ Reference:
 """
 
 from recbole_ortho.model.cross_domain_sequential.c2dsr import C2DSR
-from recbole_ortho.model.gca import GCAVariant
+from recbole_ortho.model.gca_wiring import GCAVariant
 
 
 class C2DSR_GCA(GCAVariant, C2DSR):
     r"""C2DSR + GCA between the A and B encoder states: at each stage of ``gca_positions`` (0 = after the
     embeddings, ``i`` = after block ``i``) the two encoders exchange information through two GCA layers, one
-    per direction (:class:`~recbole_ortho.model.gca.GCAStages`, whose docstring defines the ``gca_*`` settings
+    per direction (:class:`~recbole_ortho.model.gca_wiring.GCAStages`, whose docstring defines the ``gca_*`` settings
     and the recorded orthogonality statistics).
 
     The A encoder has a state at each A step of the window, B likewise: a query at an A step attends to the B

@@ -13,14 +13,14 @@ Reference:
 """
 
 from recbole_ortho.model.cross_domain_sequential.cdsrnp import CDSRNP
-from recbole_ortho.model.gca import GCAVariant
+from recbole_ortho.model.gca_wiring import GCAVariant
 
 
 class CDSRNP_GCA(GCAVariant, CDSRNP):
     r"""CDSRNP + GCA between the A-view and B-view encoder states: at each stage of
     ``gca_positions`` (0 = after the embeddings, ``i`` = after block ``i``) the two views
     exchange information through two GCA layers, one per direction
-    (:class:`~recbole_ortho.model.gca.GCAStages`, whose docstring defines the ``gca_*`` settings
+    (:class:`~recbole_ortho.model.gca_wiring.GCAStages`, whose docstring defines the ``gca_*`` settings
     and the recorded orthogonality statistics).
 
     As in LLM4CDSR_GCA, a view has a row at each of its domain's items: a query at the step of an

@@ -13,13 +13,13 @@ Reference:
 """
 
 from recbole_ortho.model.cross_domain_sequential.llm4cdsr import LLM4CDSR
-from recbole_ortho.model.gca import GCAVariant
+from recbole_ortho.model.gca_wiring import GCAVariant
 
 
 class LLM4CDSR_GCA(GCAVariant, LLM4CDSR):
     r"""LLM4CDSR + GCA between the A and B threads: at each stage of ``gca_positions`` (0 = after
     the embeddings, ``i`` = after block ``i``) the A and B thread states exchange information
-    through two GCA layers, one per direction (:class:`~recbole_ortho.model.gca.GCAStages`, whose
+    through two GCA layers, one per direction (:class:`~recbole_ortho.model.gca_wiring.GCAStages`, whose
     docstring defines the ``gca_*`` settings and the recorded orthogonality statistics).
 
     The threads are not position-aligned: a domain thread has a row at each occurrence of its
