@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from recbole_ortho.model.kernels import (PairProjection, attention_chunks, gelu, grid_row_bytes, packed_attention,
                                          sequence_ranks)
 from recbole_ortho.model.layers import Dropout, LayerNorm, MultiHeadAttention, causal_key_mask
-from recbole_ortho.model.ortho import abs_cosine, masked_row_mean, query_step_cosines, rows_mean_per_sequence
+from recbole_ortho.model.ortho import abs_cosine, query_step_cosines, rows_mean_per_sequence
 
 
 class GatedCrossAttention(nn.Module):
@@ -194,6 +194,20 @@ class GatedCrossAttention(nn.Module):
                       'gate': gate, 'gate_kind': self.gate_kind, 'seq': seq, 'step': step,
                       'n_seq': int(n_seq), 'length': int(length)})
 
+    def _statistics(self, x, x_att, has, other, other_valid, seq, step, n_seq, length, gate_rows=None):
+        """The statistics of one call from its query rows, the one place they are computed for every
+        forward path: per sequence the mean ``|cos(X, X')|`` over the rows with a key (``ortho``) and
+        the mean ``|cos(X, Y)|`` over the rows where the other input ``Y`` is valid (``cross``; None
+        without ``Y``), and every row's signed ``cos(X, X')`` (``ortho_steps``); with a capture on
+        (the probe), the rows go to it."""
+        stats = {'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), has, seq, n_seq),
+                 'ortho_steps': query_step_cosines(x, x_att, has, seq),
+                 'cross': None if other is None else rows_mean_per_sequence(abs_cosine(x, other), other_valid, seq,
+                                                                            n_seq)}
+        if self.capture is not None:
+            self._hand_over(x, x_att, has, other, other_valid, seq, step, n_seq, length, gate_rows=gate_rows)
+        return stats
+
     # ---------------------------------------------------------------- two interleaved sequences
     @staticmethod
     def forward_packed_pair(layer_a, layer_b, x_a, index_a, x_b, index_b, n_seq, length, other_index_a=None,
@@ -265,21 +279,14 @@ class GatedCrossAttention(nn.Module):
             ys.append(y)
             if return_stats:
                 with torch.no_grad():
-                    seq = torch.div((index_a, index_b)[i], length, rounding_mode='floor')
-                    xo = (x_b, x_a)[i]
-                    if oi is None:
-                        st_cross = None
-                    else:
+                    index, xo = (index_a, index_b)[i], (x_b, x_a)[i]
+                    other = ov = None
+                    if oi is not None:
                         ov = oi >= 0
                         other = xo[oi.clamp_min(0)] * ov.unsqueeze(-1).to(xo.dtype) if xo.size(0) \
                             else x.new_zeros(x.shape)
-                        st_cross = rows_mean_per_sequence(abs_cosine(x, other), ov, seq, n_seq)
-                    stats.append({'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), hass[i], seq, n_seq),
-                                  'ortho_steps': query_step_cosines(x, x_att, hass[i], seq),
-                                  'cross': st_cross})
-                    if me.capture is not None:
-                        me._hand_over(x, x_att, hass[i], None if oi is None else other, None if oi is None else ov,
-                                      seq, torch.remainder((index_a, index_b)[i], length), n_seq, length)
+                    seq, step = torch.div(index, length, rounding_mode='floor'), torch.remainder(index, length)
+                    stats.append(me._statistics(x, x_att, hass[i], other, ov, seq, step, n_seq, length))
         return (tuple(ys), tuple(stats)) if return_stats else tuple(ys)
 
     # ---------------------------------------------------------------- padded tensors
@@ -329,18 +336,11 @@ class GatedCrossAttention(nn.Module):
             qm = torch.ones(B, Lq, dtype=torch.bool, device=x.device) if query_mask is None else query_mask
             if other_mask is None:
                 other_mask = key_mask if (key_mask is not None and Lq == Lk) else torch.ones_like(qm)
-            valid = qm & has.view(B, Lq)
-            stats = {'ortho': masked_row_mean(abs_cosine(x, x_att.view(B, Lq, d)), valid),
-                     'cross': masked_row_mean(abs_cosine(x, other), qm & other_mask),
-                     'ortho_steps': query_step_cosines(x.reshape(B * Lq, d), x_att, valid.reshape(-1),
-                                                       torch.arange(B, device=x.device).repeat_interleave(Lq),
-                                                       query=qm.reshape(-1))}
-            if self.capture is not None:
-                q = qm.reshape(-1)
-                self._hand_over(x.reshape(B * Lq, d)[q], x_att[q], has[q],
-                                other.reshape(B * Lq, d)[q], other_mask.reshape(-1)[q],
-                                torch.arange(B, device=x.device).repeat_interleave(Lq)[q],
-                                torch.arange(Lq, device=x.device).repeat(B)[q], B, Lq, gate_rows=q)
+            q = qm.reshape(-1)                                   # the query rows of the grid
+            seq = torch.arange(B, device=x.device).repeat_interleave(Lq)[q]
+            step = torch.arange(Lq, device=x.device).repeat(B)[q]
+            stats = self._statistics(x.reshape(B * Lq, d)[q], x_att[q], has[q], other.reshape(B * Lq, d)[q],
+                                     other_mask.reshape(-1)[q], seq, step, B, Lq, gate_rows=q)
         return y, stats
 
     # ---------------------------------------------------------------- packed rows
@@ -386,11 +386,6 @@ class GatedCrossAttention(nn.Module):
                 other_valid = other_index >= 0
                 other = kv[other_index.clamp_min(0)] * other_valid.unsqueeze(-1).to(kv.dtype) if kv.size(0) \
                     else x.new_zeros(x.shape)
-            ov = torch.ones_like(has) if other_valid is None else other_valid
-            stats = {'ortho': rows_mean_per_sequence(abs_cosine(x, x_att), has, sq, n_seq),
-                     'ortho_steps': query_step_cosines(x, x_att, has, sq),
-                     'cross': rows_mean_per_sequence(abs_cosine(x, other), ov, sq, n_seq)
-                     if other is not None else None}
-            if self.capture is not None:
-                self._hand_over(x, x_att, has, other, None if other is None else ov, sq, tq, n_seq, length)
+            ov = None if other is None else (torch.ones_like(has) if other_valid is None else other_valid)
+            stats = self._statistics(x, x_att, has, other, ov, sq, tq, n_seq, length)
         return y, stats
