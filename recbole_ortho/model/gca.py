@@ -97,7 +97,6 @@ class GatedCrossAttention(nn.Module):
             self.alpha = nn.Parameter(torch.zeros(1))
         self.dropout = Dropout(dropout)
         self.norm = LayerNorm(d_model, eps=layer_norm_eps) if layer_norm else nn.Identity()
-        self.ortho_terms = None          # a list while an orthogonality penalty is collected (training)
         self.reset_parameters()
 
     @staticmethod
@@ -128,18 +127,18 @@ class GatedCrossAttention(nn.Module):
         return torch.sigmoid(g) if self.activation == 'sigmoid' else torch.tanh(g)
 
     # ---------------------------------------------------------------- core
-    def _core(self, x, kv, attend, other=None, other_index=None):
+    def _core(self, x, kv, attend, other=None, other_index=None, penalty=False):
         """GCA of the rows ``x [Rq, d]`` over the rows ``kv [Rk, d]``; ``attend(q, kvp)`` runs the
         multi-head attention of the projected queries ``[Rq, d]`` over the projected keys/values
         ``[Rk, 2d]`` and returns ``(att [Rq, d], has_key [Rq])``. The gate's other input is
         ``other [Rq, d]`` or, with ``other_index [Rq]``, the row ``kv[other_index]`` (0 where
-        ``-1``). Returns ``(y, X', has_key)``."""
+        ``-1``). Returns ``(y, X', has_key, penalty term)`` (see :meth:`_finish`)."""
         d = self.d_model
         w, b = self.attn.in_proj.weight, self.attn.in_proj.bias
         if self.gate_kind != 'vector':
             att, has = attend(F.linear(x, w[:d], b[:d]), F.linear(kv, w[d:], b[d:]))
-            y, x_att = self._finish(x, att, has, None)
-            return y, x_att, has
+            y, x_att, term = self._finish(x, att, has, None, penalty=penalty)
+            return y, x_att, has, term
         q, gx = F.linear(x, torch.cat([w[:d], self.gate_fc1.weight[:, :d]]),
                          torch.cat([b[:d], self.gate_fc1.bias])).split(d, dim=1)
         by_index = self.gate_input == 'concat_other' and other_index is not None
@@ -149,24 +148,25 @@ class GatedCrossAttention(nn.Module):
         else:
             kvp, zk = F.linear(kv, w[d:], b[d:]), None
         att, has = attend(q, kvp)
-        y, x_att = self._finish(x, att, has, gx, zk=zk, other=other, other_index=other_index)
-        return y, x_att, has
+        y, x_att, term = self._finish(x, att, has, gx, zk=zk, other=other, other_index=other_index, penalty=penalty)
+        return y, x_att, has, term
 
-    def _finish(self, x, att, has, gx, zk=None, other=None, other_index=None):
+    def _finish(self, x, att, has, gx, zk=None, other=None, other_index=None, penalty=False):
         """Everything after the attention: ``X' = out_proj(att)`` (0 without a key), the gate
         ``act(W_2 GELU(W_1^x x + b_1 + W_1^z z) + b_2)`` (``gx = W_1^x x + b_1`` precomputed;
         ``W_1 [x; z] = W_1^x x + W_1^z z``, so no ``[R, 2d]`` concatenation is formed) with ``z``
         = ``X'`` (``concat_attn``), ``other``, or the key row ``other_index`` (``zk`` = ``W_1^z``
         applied to the key rows; -1 = none, i.e. 0), and ``LN(x + Dropout(G * X'))``.
-        Returns ``(y, X')``."""
+        Returns ``(y, X', term)``: with ``penalty``, ``term`` is the differentiable mean
+        ``|cos(X, X')|`` over the query rows with a key (the ``gca_ortho_weight`` penalty's term;
+        None without such a row), else None."""
         d = self.d_model
         x_att = self.attn.out_proj(att) * has.unsqueeze(-1).to(att.dtype)    # no key -> exactly 0
-        if self.ortho_terms is not None and bool(has.any()):            # differentiable mean |cos(X, X')|
-            self.ortho_terms.append(abs_cosine(x[has], x_att[has]).mean())
+        term = abs_cosine(x[has], x_att[has]).mean() if penalty and bool(has.any()) else None
         if self.gate_kind == 'none':
-            return self.norm(x + self.dropout(x_att)), x_att
+            return self.norm(x + self.dropout(x_att)), x_att, term
         if self.gate_kind == 'scalar':
-            return self.norm(x + self.dropout(self.alpha * x_att)), x_att
+            return self.norm(x + self.dropout(self.alpha * x_att)), x_att, term
         w1z = self.gate_fc1.weight[:, d:]
         if self.gate_input == 'concat_attn':
             gz = F.linear(x_att, w1z)
@@ -180,7 +180,7 @@ class GatedCrossAttention(nn.Module):
         g = torch.sigmoid(g) if self.activation == 'sigmoid' else torch.tanh(g)
         if self.capture is not None:                 # probe: keep the gate for _hand_over
             self._captured_gate = g.detach()
-        return self.norm(x + self.dropout(g * x_att)), x_att
+        return self.norm(x + self.dropout(g * x_att)), x_att, term
 
     def _hand_over(self, x, x_att, has, other, other_valid, seq, step, n_seq, length, gate_rows=None):
         """Give :attr:`capture` the query rows of the call that just ran (see the class docstring);
@@ -211,7 +211,7 @@ class GatedCrossAttention(nn.Module):
     # ---------------------------------------------------------------- two interleaved sequences
     @staticmethod
     def forward_packed_pair(layer_a, layer_b, x_a, index_a, x_b, index_b, n_seq, length, other_index_a=None,
-                            other_index_b=None, return_stats=False):
+                            other_index_b=None, return_stats=False, penalty=False):
         """Both directions between two packed sequences whose rows are at *disjoint* steps (e.g.
         ABXI's A and B occurrences): ``y_a = layer_a.forward_packed(x_a, index_a, x_b, index_b,
         ..., other_index=other_index_a)`` and ``y_b = layer_b.forward_packed(x_b, index_b, x_a,
@@ -224,16 +224,18 @@ class GatedCrossAttention(nn.Module):
 
         ``other_index_a [Ra]``: the row of ``x_b`` that is ``layer_a``'s gate input ``z`` (-1: none,
         i.e. 0; required with ``concat_other``); ``other_index_b`` likewise. Returns
-        ``(y_a, y_b)`` (and ``(stats_a, stats_b)``, as :meth:`forward_packed`'s)."""
+        ``(y_a, y_b)``, and with ``return_stats`` or ``penalty`` ``((y_a, y_b), (extras_a, extras_b))``
+        as :meth:`forward_packed`'s."""
         if layer_a.attn.n_heads != layer_b.attn.n_heads or layer_a.d_model != layer_b.d_model:
             raise ValueError('GCA.forward_packed_pair: the two layers need the same size and heads')
         if layer_a.gate_kind != 'vector' or layer_b.gate_kind != 'vector':     # no fused gate projection
             if bool(torch.isin(index_a, index_b).any()):
                 raise ValueError('GCA.forward_packed_pair: the two sequences share a step')
-            res = [me.forward_packed(x, iq, xo, io, n_seq, length, other_index=oi, return_stats=return_stats)
+            res = [me.forward_packed(x, iq, xo, io, n_seq, length, other_index=oi, return_stats=return_stats,
+                                     penalty=penalty)
                    for me, x, iq, xo, io, oi in ((layer_a, x_a, index_a, x_b, index_b, other_index_a),
                                                  (layer_b, x_b, index_b, x_a, index_a, other_index_b))]
-            return (tuple(r[0] for r in res), tuple(r[1] for r in res)) if return_stats else tuple(res)
+            return (tuple(r[0] for r in res), tuple(r[1] for r in res)) if return_stats or penalty else tuple(res)
         for layer, oi in ((layer_a, other_index_a), (layer_b, other_index_b)):
             if layer.gate_input == 'concat_other' and oi is None:
                 raise ValueError('GCA.forward_packed_pair: `other_index_a/b` is required with gate_input=concat_other')
@@ -273,10 +275,11 @@ class GatedCrossAttention(nn.Module):
                                keep_grids=True)
         sizes = [index_a.numel(), index_b.numel()]
         atts, hass = att.split(sizes), has.split(sizes)
-        ys, stats = [], []
+        ys, extras = [], []
         for i, (me, ot, x, oi) in enumerate(own):
-            y, x_att = me._finish(x, atts[i], hass[i], gx[i], zk=zk[i], other_index=slots[i])
+            y, x_att, term = me._finish(x, atts[i], hass[i], gx[i], zk=zk[i], other_index=slots[i], penalty=penalty)
             ys.append(y)
+            extra = {'penalty': term} if penalty else {}
             if return_stats:
                 with torch.no_grad():
                     index, xo = (index_a, index_b)[i], (x_b, x_a)[i]
@@ -286,12 +289,13 @@ class GatedCrossAttention(nn.Module):
                         other = xo[oi.clamp_min(0)] * ov.unsqueeze(-1).to(xo.dtype) if xo.size(0) \
                             else x.new_zeros(x.shape)
                     seq, step = torch.div(index, length, rounding_mode='floor'), torch.remainder(index, length)
-                    stats.append(me._statistics(x, x_att, hass[i], other, ov, seq, step, n_seq, length))
-        return (tuple(ys), tuple(stats)) if return_stats else tuple(ys)
+                    extra.update(me._statistics(x, x_att, hass[i], other, ov, seq, step, n_seq, length))
+            extras.append(extra)
+        return (tuple(ys), tuple(extras)) if return_stats or penalty else tuple(ys)
 
     # ---------------------------------------------------------------- padded tensors
     def forward(self, x, kv, key_mask=None, causal=True, allowed=None, other=None,
-                query_mask=None, other_mask=None, return_stats=False):
+                query_mask=None, other_mask=None, return_stats=False, penalty=False):
         """GCA of ``x [B, Lq, d]`` (queries) over ``kv [B, Lk, d]`` (keys/values).
 
         Args:
@@ -303,9 +307,11 @@ class GatedCrossAttention(nn.Module):
                 ``concat_other`` gate and by the ``cross`` statistic (default: ``kv``).
             query_mask: ``[B, Lq]`` valid query positions (statistics only; default: all).
             other_mask: ``[B, Lq]`` positions where ``other`` is valid (default: ``key_mask``).
-            return_stats: also return ``{'ortho': [B], 'cross': [B]}``.
+            return_stats: also return the statistics ``{'ortho': [B], 'cross': [B], 'ortho_steps'}``.
+            penalty: also return the ``gca_ortho_weight`` penalty's term (``'penalty'``, see :meth:`_finish`).
 
-        Returns: ``y [B, Lq, d]`` (and the statistics dict when ``return_stats``).
+        Returns: ``y [B, Lq, d]``, or ``(y, extras)`` with ``return_stats`` or ``penalty`` (a dict of
+        the statistics and / or the penalty term).
         """
         B, Lq, d = x.shape
         Lk = kv.size(1)
@@ -328,10 +334,12 @@ class GatedCrossAttention(nn.Module):
             att = packed_attention(q, kvp, chunks, allowed, self.attn.n_heads, Lq, Lk)
             return att, allowed.any(-1).reshape(-1)
 
-        y, x_att, has = self._core(x.reshape(B * Lq, d), kv.reshape(B * Lk, d), attend, other=other.reshape(B * Lq, d))
+        y, x_att, has, term = self._core(x.reshape(B * Lq, d), kv.reshape(B * Lk, d), attend,
+                                         other=other.reshape(B * Lq, d), penalty=penalty)
         y = y.view(B, Lq, d)
+        extras = {'penalty': term} if penalty else {}
         if not return_stats:
-            return y
+            return (y, extras) if penalty else y
         with torch.no_grad():
             qm = torch.ones(B, Lq, dtype=torch.bool, device=x.device) if query_mask is None else query_mask
             if other_mask is None:
@@ -339,13 +347,13 @@ class GatedCrossAttention(nn.Module):
             q = qm.reshape(-1)                                   # the query rows of the grid
             seq = torch.arange(B, device=x.device).repeat_interleave(Lq)[q]
             step = torch.arange(Lq, device=x.device).repeat(B)[q]
-            stats = self._statistics(x.reshape(B * Lq, d)[q], x_att[q], has[q], other.reshape(B * Lq, d)[q],
-                                     other_mask.reshape(-1)[q], seq, step, B, Lq, gate_rows=q)
-        return y, stats
+            extras.update(self._statistics(x.reshape(B * Lq, d)[q], x_att[q], has[q], other.reshape(B * Lq, d)[q],
+                                           other_mask.reshape(-1)[q], seq, step, B, Lq, gate_rows=q))
+        return y, extras
 
     # ---------------------------------------------------------------- packed rows
     def forward_packed(self, x, q_index, kv, k_index, n_seq, length, other=None, other_valid=None,
-                       other_index=None, return_stats=False):
+                       other_index=None, return_stats=False, penalty=False):
         """Step-aligned causal GCA on packed rows (no padding row is computed).
 
         ``x [Rq, d]`` are the query rows at flat steps ``q_index`` (``b * length + t``) of
@@ -354,7 +362,8 @@ class GatedCrossAttention(nn.Module):
         the ``concat_other`` gate (also used by the ``cross`` statistic) is either
         ``other [Rq, d]`` (rows where ``other_valid`` is False must be 0), or, cheaper,
         ``other_index [Rq]``: the key row holding it (-1: none, i.e. 0). Returns ``y [Rq, d]``
-        (and ``{'ortho': [n_seq], 'cross': [n_seq]}`` with ``return_stats``).
+        (with ``return_stats`` or ``penalty``: ``(y, extras)``, the statistics ``{'ortho': [n_seq],
+        'cross': [n_seq], 'ortho_steps'}`` and / or the penalty term ``'penalty'``).
 
         The attention runs on compact per-sequence grids: the query (key) rows of a sequence take
         the slots 0, 1, ... in step order and the mask compares their steps, so a sequence costs
@@ -378,14 +387,15 @@ class GatedCrossAttention(nn.Module):
         def attend(q, kvp):
             return packed_attention(q, kvp, chunks, allowed, self.attn.n_heads, zero_empty=False), has
 
-        y, x_att, has = self._core(x, kv, attend, other=other, other_index=other_index)
+        y, x_att, has, term = self._core(x, kv, attend, other=other, other_index=other_index, penalty=penalty)
+        extras = {'penalty': term} if penalty else {}
         if not return_stats:
-            return y
+            return (y, extras) if penalty else y
         with torch.no_grad():
             if other_index is not None:
                 other_valid = other_index >= 0
                 other = kv[other_index.clamp_min(0)] * other_valid.unsqueeze(-1).to(kv.dtype) if kv.size(0) \
                     else x.new_zeros(x.shape)
             ov = None if other is None else (torch.ones_like(has) if other_valid is None else other_valid)
-            stats = self._statistics(x, x_att, has, other, ov, sq, tq, n_seq, length)
-        return y, stats
+            extras.update(self._statistics(x, x_att, has, other, ov, sq, tq, n_seq, length))
+        return y, extras

@@ -174,24 +174,29 @@ class GCAStages(nn.ModuleDict):
     #: while :meth:`capturing`: True, and the valid-step mask of the call in progress
     _capturing = False
     _capture_valid = None
+    #: the penalty terms the layers returned in this training pass (a list between start_penalty and
+    #: add_penalty with gca_ortho_weight > 0; None otherwise)
+    _penalty_terms = None
 
     def _layers(self):
         return [layer for stage in self.values() for layer in stage.values()]
 
     def start_penalty(self):
-        r"""Before a training forward pass: with ``gca_ortho_weight`` > 0, each layer collects the
-        mean :math:`|\cos(X, X')|` of its query steps with a key (differentiable); a no-op otherwise."""
-        if self.ortho_weight and self.training:
-            for layer in self._layers():
-                layer.ortho_terms = []
+        r"""Before a training forward pass: with ``gca_ortho_weight`` > 0, the layers of this pass
+        return their mean :math:`|\cos(X, X')|` (differentiable), kept here for :meth:`add_penalty`;
+        a no-op otherwise."""
+        self._penalty_terms = [] if (self.ortho_weight and self.training) else None
+
+    def _penalizing(self):
+        return self._penalty_terms is not None
 
     def add_penalty(self, loss, recorder=None):
-        """``loss + gca_ortho_weight * mean`` of the terms collected since :meth:`start_penalty` (one per
-        GCA module and direction that had a query with a key); the penalty goes into the epoch trace
-        (``ortho_penalty``). Returns ``loss`` unchanged when nothing was collected."""
-        terms = [t for layer in self._layers() for t in (layer.ortho_terms or [])]
-        for layer in self._layers():
-            layer.ortho_terms = None
+        """``loss + gca_ortho_weight * mean`` of the terms the layers returned since
+        :meth:`start_penalty` (one per GCA module and direction that had a query with a key); the
+        penalty goes into the epoch trace (``ortho_penalty``). Returns ``loss`` unchanged when there
+        is none."""
+        terms = [t for t in (self._penalty_terms or []) if t is not None]
+        self._penalty_terms = None
         if not terms:
             return loss
         penalty = torch.stack(terms).mean()
@@ -210,13 +215,14 @@ class GCAStages(nn.ModuleDict):
             if st.get('ortho_steps') is not None:          # every query step's signed cosine, for pooled statistics
                 recorder.record_steps(stat_name('ortho', direction, stage), *st['ortho_steps'])
 
-    def _outputs(self, recorder, stage, results, rec):
-        """``(y_a, y_b)`` from the two directions' results (``(y, stats)`` pairs when ``rec``),
-        recording the statistics."""
-        if not rec:
-            return tuple(results)
-        ys, stats = zip(*results)
-        self._record(recorder, stage, stats)
+    def _outputs(self, recorder, stage, ys, extras, rec):
+        """``(y_a, y_b)``; the two directions' ``extras`` (None: the layers were asked for nothing)
+        give the statistics, recorded when ``rec``, and the penalty terms, kept for :meth:`add_penalty`."""
+        if extras is not None:
+            if rec:
+                self._record(recorder, stage, extras)
+            if self._penalizing():
+                self._penalty_terms += [e['penalty'] for e in extras]
         return tuple(ys)
 
     # ---------------------------------------------------------------- packed rows
@@ -227,6 +233,8 @@ class GCAStages(nn.ModuleDict):
         on ``recorder`` (the model) during evaluation. Returns the new ``(h_a, h_b)``."""
         layers = self[str(stage)]
         rec = recorder is not None and recorder.recording
+        pen = self._penalizing()
+        extra = rec or pen                                 # the layers return (y, extras)
         if self._capturing:
             self._capture_valid = ctx.valid
         if ctx.filled != (self.query_steps == 'every'):
@@ -236,11 +244,8 @@ class GCAStages(nn.ModuleDict):
             res = GatedCrossAttention.forward_packed_pair(
                 layers['a'], layers['b'], h_a, ctx.rows[0], h_b, ctx.rows[1], ctx.B, ctx.L,
                 other_index_a=ctx.latest_row(1, ctx.rows[0]), other_index_b=ctx.latest_row(0, ctx.rows[1]),
-                return_stats=rec)
-            if not rec:
-                return res
-            self._record(recorder, stage, res[1])
-            return res[0]
+                return_stats=rec, penalty=pen)
+            return self._outputs(recorder, stage, *(res if extra else (res, None)), rec)
         states = (h_a, h_b)
         out = []
         for d, name in ((0, 'a'), (1, 'b')):
@@ -253,12 +258,19 @@ class GCAStages(nn.ModuleDict):
                     else kv.new_zeros(q_index.numel(), kv.size(1))
                 sel = ctx.occ[o].reshape(-1)[k_index]
                 res = layers[name].forward_packed(states[d], q_index, kv[sel], k_index[sel], ctx.B, ctx.L,
-                                                  other=other, other_valid=valid, return_stats=rec)
+                                                  other=other, other_valid=valid, return_stats=rec, penalty=pen)
             else:                                          # the gate's input is the key row `at`
                 res = layers[name].forward_packed(states[d], q_index, kv, k_index, ctx.B, ctx.L,
-                                                  other_index=at, return_stats=rec)
+                                                  other_index=at, return_stats=rec, penalty=pen)
             out.append(res)
-        return self._outputs(recorder, stage, out, rec)
+        return self._split(recorder, stage, out, extra, rec)
+
+    def _split(self, recorder, stage, out, extra, rec):
+        """:meth:`_outputs` of the two directions' separate results (``(y, extras)`` when ``extra``)."""
+        if not extra:
+            return self._outputs(recorder, stage, out, None, rec)
+        ys, extras = zip(*out)
+        return self._outputs(recorder, stage, ys, extras, rec)
 
     # ---------------------------------------------------------------- padded tensors
     def apply_padded(self, stage, x_a, x_b, valid_a, valid_b, recorder=None):
@@ -269,11 +281,13 @@ class GCAStages(nn.ModuleDict):
         are returned as computed (callers mask them). Returns ``(y_a, y_b)``."""
         layers = self[str(stage)]
         rec = recorder is not None and recorder.recording
+        pen = self._penalizing()
         if self._capturing:
             self._capture_valid = valid_a | valid_b
-        out = [layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk, return_stats=rec)
+        out = [layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk, return_stats=rec,
+                            penalty=pen)
                for name, x, kv, vq, vk in (('a', x_a, x_b, valid_a, valid_b), ('b', x_b, x_a, valid_b, valid_a))]
-        return self._outputs(recorder, stage, out, rec)
+        return self._split(recorder, stage, out, rec or pen, rec)
 
 
 class GCAVariant:
