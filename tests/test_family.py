@@ -158,44 +158,6 @@ def test_gca_settings_from_the_command_line_string():
     assert m.gca.positions == [0, 2] and m.interaction_stages == frozenset({0, 2})
 
 
-def test_gca_stages_padded_both_directions_and_statistics():
-    """apply_padded = the two layer calls with causal key masks (A attends to the valid B steps
-    <= t, the gate reads B at t), and records ortho/cross statistics on the recorder."""
-    torch.manual_seed(0)
-    stages = GCAStages(make_config('ABXI_GCA', gca_positions=[1], gca_heads=2), d_model=8, n_stages=1)
-    stages.eval()
-    B, L = 3, 5
-    xa, xb = torch.randn(B, L, 8), torch.randn(B, L, 8)
-    va = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    vb = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-
-    class Rec:
-        recording = True
-        stats, steps = {}, {}
-
-        def record_stat(self, name, v):
-            self.stats[name] = v
-
-        def record_steps(self, name, v, users):
-            self.steps[name] = (v, users)
-
-    rec = Rec()
-    ya, yb = stages.apply_padded(1, xa, xb, va, vb, recorder=rec)
-    la, lb = stages['1']['a'], stages['1']['b']
-    assert torch.allclose(ya, la(xa, xb, key_mask=vb, other=xb), atol=1e-6)
-    assert torch.allclose(yb, lb(xb, xa, key_mask=va, other=xa), atol=1e-6)
-    assert torch.allclose(ya[1], la.norm(xa[1]), atol=1e-6)          # user 1 has no B step: GCA = LN(X)
-    assert set(rec.stats) == {'ortho_cos_a@gca1', 'ortho_cos_b@gca1', 'cross_cos_a@gca1', 'cross_cos_b@gca1'}
-    assert torch.isnan(rec.stats['ortho_cos_a@gca1'][1]) and torch.isfinite(rec.stats['ortho_cos_a@gca1'][[0, 2]]).all()
-    # per query step: every valid A step, with the signed cosine where it has a B key (user 0: steps 1, 3, 4;
-    # user 2: all) and NaN where it has none (user 0: step 0; user 1: both of its steps), left out and counted
-    v, users = rec.steps['ortho_cos_a@gca1']
-    assert users.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
-    assert torch.isnan(v).tolist() == [True, False, False, False, True, True] + [False] * 5
-    assert torch.allclose(v.abs()[1:4].mean(), rec.stats['ortho_cos_a@gca1'][0], atol=1e-6)
-    assert stages.num_parameters() == 2 * GatedCrossAttention.num_parameters(8) == sum(p.numel() for p in stages.parameters())
-
-
 # ------------------------------------------------------------------ family services
 def test_trace_means_and_reset():
     m = ABXI(make_config('ABXI', **TINY), FakeDataset())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from recbole_ortho.model.kernels import (PairProjection, attention_chunks, gelu, grid_row_bytes, packed_attention,
                                          sequence_ranks)
-from recbole_ortho.model.layers import Dropout, LayerNorm, MultiHeadAttention, causal_key_mask
+from recbole_ortho.model.layers import Dropout, LayerNorm, MultiHeadAttention
 from recbole_ortho.model.ortho import abs_cosine, query_step_cosines, rows_mean_per_sequence
 
 
@@ -294,62 +294,33 @@ class GatedCrossAttention(nn.Module):
         return (tuple(ys), tuple(extras)) if return_stats or penalty else tuple(ys)
 
     # ---------------------------------------------------------------- padded tensors
-    def forward(self, x, kv, key_mask=None, causal=True, allowed=None, other=None,
-                query_mask=None, other_mask=None, return_stats=False, penalty=False):
-        """GCA of ``x [B, Lq, d]`` (queries) over ``kv [B, Lk, d]`` (keys/values).
-
-        Args:
-            key_mask: ``[B, Lk]`` True for real keys (default: all).
-            causal: with step-aligned inputs (``Lq == Lk``), query step ``t`` only sees key steps
-                ``<= t``.
-            allowed: a ready ``[B, Lq, Lk]`` boolean mask (overrides ``key_mask``/``causal``).
-            other: the position-aligned other sequence ``Z_B [B, Lq, d]`` used by the
-                ``concat_other`` gate and by the ``cross`` statistic (default: ``kv``).
-            query_mask: ``[B, Lq]`` valid query positions (statistics only; default: all).
-            other_mask: ``[B, Lq]`` positions where ``other`` is valid (default: ``key_mask``).
-            return_stats: also return the statistics ``{'ortho': [B], 'cross': [B], 'ortho_steps'}``.
-            penalty: also return the ``gca_ortho_weight`` penalty's term (``'penalty'``, see :meth:`_finish`).
-
-        Returns: ``y [B, Lq, d]``, or ``(y, extras)`` with ``return_stats`` or ``penalty`` (a dict of
-        the statistics and / or the penalty term).
-        """
-        B, Lq, d = x.shape
-        Lk = kv.size(1)
-        if other is None:
-            if Lq != Lk:
-                raise ValueError('GCA: `other` is required when the two sequences have different lengths')
-            other = kv
-        if allowed is None:
-            if key_mask is None:
-                key_mask = torch.ones(B, Lk, dtype=torch.bool, device=x.device)
-            if causal:
-                if Lq != Lk:
-                    raise ValueError('GCA: a causal mask needs step-aligned sequences (Lq == Lk)')
-                allowed = causal_key_mask(key_mask)
-            else:
-                allowed = key_mask[:, None, :].expand(B, Lq, Lk)
-        chunks = attention_chunks(None, None, B, Lq, Lk, row_bytes=grid_row_bytes(d), device=x.device)
-
-        def attend(q, kvp):
-            att = packed_attention(q, kvp, chunks, allowed, self.attn.n_heads, Lq, Lk)
-            return att, allowed.any(-1).reshape(-1)
-
-        y, x_att, has, term = self._core(x.reshape(B * Lq, d), kv.reshape(B * Lk, d), attend,
-                                         other=other.reshape(B * Lq, d), penalty=penalty)
-        y = y.view(B, Lq, d)
-        extras = {'penalty': term} if penalty else {}
-        if not return_stats:
-            return (y, extras) if penalty else y
-        with torch.no_grad():
-            qm = torch.ones(B, Lq, dtype=torch.bool, device=x.device) if query_mask is None else query_mask
-            if other_mask is None:
-                other_mask = key_mask if (key_mask is not None and Lq == Lk) else torch.ones_like(qm)
-            q = qm.reshape(-1)                                   # the query rows of the grid
-            seq = torch.arange(B, device=x.device).repeat_interleave(Lq)[q]
-            step = torch.arange(Lq, device=x.device).repeat(B)[q]
-            extras.update(self._statistics(x.reshape(B * Lq, d)[q], x_att[q], has[q], other.reshape(B * Lq, d)[q],
-                                           other_mask.reshape(-1)[q], seq, step, B, Lq, gate_rows=q))
-        return y, extras
+    def forward(self, x, kv, key_mask=None, other=None, query_mask=None, other_mask=None, return_stats=False,
+                penalty=False):
+        """Step-aligned causal GCA on padded tensors ``x``, ``kv [B, L, d]``: an adapter that runs
+        :meth:`forward_packed`, the layer's one path, on the rows of the query steps (``query_mask``,
+        default all) over the rows of the key steps (``key_mask``, default all). A query step attends
+        to the key steps ``<=`` its own (none: ``X' = 0``, so ``y = LN(x)``); the gate's other input
+        is ``other`` at the query's step (default ``kv``), 0 where ``other_mask`` (default ``key_mask``)
+        is False. Steps that are not queries pass through unchanged. Returns ``y [B, L, d]``, or
+        ``(y, extras)`` with ``return_stats`` / ``penalty`` (as :meth:`forward_packed`'s: statistics
+        per sequence over the query steps, the penalty term)."""
+        B, L, d = x.shape
+        if kv.shape[:2] != (B, L) or (other is not None and other.shape[:2] != (B, L)):
+            raise ValueError('GCA.forward: x, kv and other must be step-aligned [B, L, d] tensors')
+        ones = torch.ones(B, L, dtype=torch.bool, device=x.device)
+        key_mask = ones if key_mask is None else key_mask
+        other_mask = key_mask if other_mask is None else other_mask
+        other = kv if other is None else other
+        qi = torch.nonzero((ones if query_mask is None else query_mask).reshape(-1)).squeeze(1)
+        ki = torch.nonzero(key_mask.reshape(-1)).squeeze(1)
+        flat = x.reshape(B * L, d)
+        ov = other_mask.reshape(-1)[qi]
+        res = self.forward_packed(flat[qi], qi, kv.reshape(B * L, d)[ki], ki, B, L,
+                                  other=other.reshape(B * L, d)[qi] * ov.unsqueeze(-1).to(other.dtype), other_valid=ov,
+                                  return_stats=return_stats, penalty=penalty)
+        y, extras = res if (return_stats or penalty) else (res, None)
+        y = flat.index_copy(0, qi, y.to(flat.dtype)).view(B, L, d)
+        return y if extras is None else (y, extras)
 
     # ---------------------------------------------------------------- packed rows
     def forward_packed(self, x, q_index, kv, k_index, n_seq, length, other=None, other_valid=None,

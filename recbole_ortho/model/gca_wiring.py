@@ -7,7 +7,7 @@ Where the GCA layers (:class:`~recbole_ortho.model.gca.GatedCrossAttention`) go 
 - :class:`GCAStages`: the wiring every ``_GCA`` model uses. It reads and validates the ``gca_*``
   settings, places one GCA layer per direction (A attends to B, B attends to A) at each stage
   of ``gca_positions``, runs them on the model's packed A/B rows
-  (:class:`~recbole_ortho.model.layout.DomainContext`) or on padded step-aligned tensors, records
+  (:class:`~recbole_ortho.model.layout.DomainContext`), records
   the orthogonality statistics (:mod:`recbole_ortho.model.ortho`) during evaluation, and hands the
   layers' tensors to a probe (:meth:`GCAStages.capturing`);
 - :class:`GCAVariant`: the mixin that makes a base model a ``_GCA`` model.
@@ -84,9 +84,6 @@ class GCAStages(nn.ModuleDict):
       ``<= t`` (with ``gca_dedup_keys`` only those at B occurrences, each distinct state once);
       the gate reads the B state at the same step.
 
-    On padded step-aligned tensors (:meth:`apply_padded`) a query step attends to the other
-    thread's valid steps ``<= t``.
-
     Statistics: while ``recorder.recording`` (an evaluation pass), each direction records per
     user, averaged over its query steps, ``ortho_cos_a@gca{p}`` = :math:`|\cos(X_A, X'_A)|` (query
     steps with at least one key) and ``cross_cos_a@gca{p}`` = :math:`|\cos(X_A, Z_B)|` (the gate's
@@ -150,8 +147,7 @@ class GCAStages(nn.ModuleDict):
         each call that records statistics (an evaluation pass with the model recording; see
         :class:`GatedCrossAttention`, "Capture"); ``direction`` 'a' = A's states attend to B's.
         The record also holds ``valid [n_seq, length]``: the non-padding steps of the call's grid
-        (:meth:`apply_packed`: the context's ``valid``; :meth:`apply_padded`: ``valid_a | valid_b``),
-        so that positions can be counted whatever the model's padding side.
+        (the context's ``valid``), so that positions can be counted whatever the model's padding side.
         Used by :mod:`recbole_ortho.probe`; results are unchanged."""
         def hand(stage, direction, record):
             record['valid'] = self._capture_valid
@@ -271,23 +267,6 @@ class GCAStages(nn.ModuleDict):
             return self._outputs(recorder, stage, out, None, rec)
         ys, extras = zip(*out)
         return self._outputs(recorder, stage, ys, extras, rec)
-
-    # ---------------------------------------------------------------- padded tensors
-    def apply_padded(self, stage, x_a, x_b, valid_a, valid_b, recorder=None):
-        """Both directions at ``stage`` on step-aligned padded states ``x_a, x_b [B, L, d]``
-        (``valid_a``/``valid_b [B, L]``: where each thread has a state): the A query at step ``t``
-        attends to the valid B steps ``<= t`` and the gate reads ``x_b`` at ``t``; B likewise. A
-        query without any key gets ``X' = 0``, i.e. ``LN(X)``. Rows where a thread is not valid
-        are returned as computed (callers mask them). Returns ``(y_a, y_b)``."""
-        layers = self[str(stage)]
-        rec = recorder is not None and recorder.recording
-        pen = self._penalizing()
-        if self._capturing:
-            self._capture_valid = valid_a | valid_b
-        out = [layers[name](x, kv, key_mask=vk, causal=True, other=kv, query_mask=vq, other_mask=vk, return_stats=rec,
-                            penalty=pen)
-               for name, x, kv, vq, vk in (('a', x_a, x_b, valid_a, valid_b), ('b', x_b, x_a, valid_b, valid_a))]
-        return self._split(recorder, stage, out, rec or pen, rec)
 
 
 class GCAVariant:
