@@ -189,3 +189,33 @@ def test_make_test_builds_the_docs_strictly():
     lines = [line for line in rule.splitlines() if 'mkdocs build' in line]
     assert len(lines) == 1 and '--strict' in lines[0] and '--quiet' not in lines[0] and ' -q' not in lines[0]
     assert '/site/' in (REPO / '.gitignore').read_text().splitlines()
+
+
+def table_misalignments(text):
+    """``(line, cells, header cells)`` for each markdown table row whose count of unescaped ``|``
+    differs from its table's header: a bare ``|`` in a cell (``|r|``) shifts every later column."""
+    out, lines, i = [], text.split('\n'), 0
+    while i < len(lines):
+        if not lines[i].startswith('|'):
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and lines[j].startswith('|'):
+            j += 1
+        counts = [len(re.findall(r'(?<!\\)\|', line)) for line in lines[i:j]]
+        out += [(i + k + 1, c, counts[0]) for k, c in enumerate(counts) if c != counts[0]]
+        i = j
+    return out
+
+
+def test_table_check_finds_a_bare_pipe():
+    assert table_misalignments('| a | b |\n|---|---|\n| 1 | 2 |') == []
+    assert table_misalignments('| a | detectable |r| |\n|---|---|\n| 1 | 2 |') == [(2, 3, 5), (3, 3, 5)]
+    assert table_misalignments('| a | detectable \\|r\\| |\n|---|---|\n| 1 | 2 |') == []
+
+
+@pytest.mark.parametrize('page', sorted(str(p.relative_to(REPO)) for p in
+                                        [REPO / 'README.md', *(REPO / 'results').glob('*.md'),
+                                         *(REPO / 'docs').rglob('*.md')]))
+def test_every_table_in_the_pages_has_aligned_columns(page):
+    assert table_misalignments((REPO / page).read_text(encoding='utf-8')) == [], page

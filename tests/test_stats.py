@@ -111,3 +111,13 @@ def test_paired_t_power_with_two_pairs_where_scipys_noncentral_t_gives_nan():
     simulated = np.mean(np.abs(t) > sps.t.ppf(0.975, n - 1))
     assert paired_t_power(effect, sd, n) == pytest.approx(simulated, abs=0.003)
     assert 0 < detectable_effect(sd, n) < np.inf
+
+
+def test_bootstrap_correlation_skips_constant_resamples():
+    """A resample that repeats one point is constant; its r is undefined, not the +/-1 that the
+    rounding noise of its centred values gave before."""
+    from recbole_ortho.analysis.stats import _row_pearson
+    a = np.array([[0.16, 0.16, 0.16], [0.16, 0.17, 0.18]])
+    b = np.array([[0.190, 0.193, 0.197], [0.190, 0.193, 0.197]])
+    r = _row_pearson(a, b)
+    assert np.isnan(r[0]) and r[1] == pytest.approx(np.corrcoef(a[1], b[1])[0, 1])

@@ -107,6 +107,38 @@ def test_correlation_verdict_follows_the_sign_and_its_interval():
     assert study.detectable_r(10) == pytest.approx(math.tanh((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) / math.sqrt(7)))
 
 
+def test_correlation_verdict_with_three_runs_reads_the_t_test_not_the_bootstrap():
+    """Three runs at r = +0.92: the percentile bootstrap interval excludes 0 (about ten distinct
+    resamples), the t-test of r (1 degree of freedom) does not: the claim stays inconclusive."""
+    rows = [r for r in main_arm(0.01) if r['seed'] <= 3]
+    gca = [r for r in rows if study.role(r) == 'gca']
+    for r, a in zip(gca, (0.190, 0.196, 0.193)):             # ortho 0.16, 0.17, 0.18 (A); 0.13, 0.14, 0.15 (B)
+        r['test_A_ndcg@10'] = r['test_B_ndcg@10'] = a
+    c = study.correlation_summary(rows)[0]['pooled']
+    assert c['pearson'] == pytest.approx(0.5)                # hand: centred x (-1, 0, 1), y (-3, 3, 0) -> 3 / sqrt(2 * 18)
+    assert c['pearson_p'] == pytest.approx(sps.pearsonr([0.16, 0.17, 0.18], [0.190, 0.196, 0.193]).pvalue)
+    assert math.isnan(c['pearson_fisher_ci_low'])           # 3 points: no Fisher interval
+    for r, a in zip(gca, (0.190, 0.193, 0.197)):             # r = +0.99 and p = 0.08: still not significant
+        r['test_A_ndcg@10'] = r['test_B_ndcg@10'] = a
+    c = study.correlation_summary(rows)[0]['pooled']
+    assert c['pearson'] > 0.98 and c['pearson_ci_low'] > 0 and c['pearson_p'] > 0.05   # every resample r > 0
+    v = _verdict(rows, 1)
+    assert v['status'].startswith(OPEN) and 'too few to state a detectable' in v['status'], v
+    assert 'p 0.0' in v['numbers']
+
+
+def test_fisher_interval_hand_computed():
+    from recbole_ortho.analysis.stats import correlation, fisher_interval
+    lo, hi = fisher_interval(0.5, 12)                        # atanh(0.5) = 0.549306, 1.959964 / 3 = 0.653321
+    assert (lo, hi) == pytest.approx((math.tanh(0.549306 - 0.653321), math.tanh(0.549306 + 0.653321)), abs=1e-6)
+    assert lo == pytest.approx(-0.1036, abs=1e-4) and hi == pytest.approx(0.8345, abs=1e-4)
+    assert all(math.isnan(v) for v in fisher_interval(0.5, 3))
+    x, y = np.arange(8.0), np.array([1.0, 3, 2, 5, 4, 6, 8, 7])
+    c = correlation(x, y)
+    ref = sps.pearsonr(x, y).confidence_interval(0.95)
+    assert (c['pearson_fisher_ci_low'], c['pearson_fisher_ci_high']) == pytest.approx((ref.low, ref.high))
+
+
 def test_scaling_fit_and_verdict():
     main = main_arm(0.01)
     extra = []

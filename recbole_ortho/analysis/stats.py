@@ -131,13 +131,18 @@ def holm(pvalues):
 
 def correlation(x, y, n_boot=2000, seed=0, level=0.95):
     """Pearson and Spearman correlation of paired points, each with a percentile bootstrap
-    interval over resampled points (``n_boot`` resamples, RNG ``seed``)."""
+    interval over resampled points (``n_boot`` resamples, RNG ``seed``), and Pearson's Fisher-z
+    interval (``pearson_fisher_ci_low/high``, NaN with 3 points or fewer). With few points the
+    bootstrap interval is degenerate (3 points give about ten distinct resamples, and an interval
+    that can exclude 0 where the t-test of r is far from significant): judge few points by
+    ``pearson_p`` and the Fisher interval."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = len(x)
     out = {'n': n}
     if n < 3:
         for k in ('pearson', 'spearman'):
             out.update({k: math.nan, f'{k}_p': math.nan, f'{k}_ci_low': math.nan, f'{k}_ci_high': math.nan})
+        out['pearson_fisher_ci_low'] = out['pearson_fisher_ci_high'] = math.nan
         return out
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
@@ -152,16 +157,28 @@ def correlation(x, y, n_boot=2000, seed=0, level=0.95):
         out[name], out[f'{name}_p'] = float(r[0]), float(r[1])
         out[f'{name}_ci_low'], out[f'{name}_ci_high'] = (float(np.percentile(boot, lo)), float(np.percentile(boot, hi))) \
             if len(boot) else (math.nan, math.nan)
+    out['pearson_fisher_ci_low'], out['pearson_fisher_ci_high'] = fisher_interval(out['pearson'], n, level)
     return out
 
 
+def fisher_interval(r, n, level=0.95):
+    """The Fisher-z interval of a Pearson ``r`` from ``n`` points: tanh(atanh(r) -/+ z / sqrt(n - 3));
+    NaN for ``n <= 3`` or an undefined ``r``."""
+    if n <= 3 or not math.isfinite(r):
+        return math.nan, math.nan
+    z, half = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), sps.norm.ppf((1 + level) / 2) / math.sqrt(n - 3)
+    return float(math.tanh(z - half)), float(math.tanh(z + half))
+
+
 def _row_pearson(a, b):
-    """Pearson's r of each row pair of ``a, b [m, n]`` (NaN where a row is constant)."""
+    """Pearson's r of each row pair of ``a, b [m, n]`` (NaN where a row is constant: tested on the
+    values, since a constant row's centred values are rounding noise, not zeros, and gave r = +/-1)."""
+    const = (a.max(axis=1) == a.min(axis=1)) | (b.max(axis=1) == b.min(axis=1))
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
     den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
     with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(den > 0, (a * b).sum(1) / den, np.nan)
+        return np.where((den > 0) & ~const, (a * b).sum(1) / den, np.nan)
 
 
 def within_correlation(x, y, groups, level=0.95):

@@ -332,9 +332,12 @@ def verdicts(prim, ortho, corr, scaling, positions, cause):
     1. orthogonality, median 0.1-0.2: *holds* when the median over converged GCA_early runs of the
        paper's statistic lies in 0.1-0.2 for every base model and domain, *does not hold* when it
        lies outside for any, *inconclusive* without runs;
-    2. lower |cos| with higher NDCG@10: *holds* when every pooled Pearson r is negative with a 95 %
-       interval below 0, *does not hold* when some r is positive with an interval above 0, else
-       *inconclusive* with the smallest |r| the runs could detect;
+    2. lower |cos| with higher NDCG@10: *holds* when every pooled Pearson r is negative with the
+       t-test of r at p < 0.05, *does not hold* when some r is positive with p < 0.05, else
+       *inconclusive* with the smallest |r| the runs could detect (none stated with 3 runs or
+       fewer). The first version of this rule read the bootstrap interval, which is degenerate for
+       a handful of runs (3 runs at r = +0.92, p = 0.26, gave [+0.92, +1.00]); the t-test is the
+       rule since the first 3 converged runs, before any further run;
     3. GCA beats the matched base in every setting: *holds* when every declared comparison is
        positive with Holm p < 0.05, *does not hold* when one is negative with Holm p < 0.05, else
        *inconclusive* with the largest detectable effect among them;
@@ -362,17 +365,23 @@ def verdicts(prim, ortho, corr, scaling, positions, cause):
                  'status': status, 'numbers': nums or 'no runs'})
     # 2
     have = [c for c in corr if 'pooled' in c]
-    nums = '; '.join(f"{c['family']} {c['domain']}: r = {c['pooled']['pearson']:+.2f} "
-                     f"[{c['pooled']['pearson_ci_low']:+.2f}, {c['pooled']['pearson_ci_high']:+.2f}], {c['n']} runs"
+    nums = '; '.join(f"{c['family']} {c['domain']}: r = {c['pooled']['pearson']:+.2f}, "
+                     f"p {_fmt(c['pooled']['pearson_p'], '.3f')}, {c['n']} runs"
                      + (f" (paper {c['paper_r']:+.2f})" if c['paper_r'] is not None else '') for c in have)
+
+    def significant(c, sign):
+        return sign * c['pooled']['pearson'] > 0 and c['pooled']['pearson_p'] < ALPHA
+
     if not have:
         status = f'{OPEN} (fewer than 3 converged GCA runs per setting)'
-    elif all(c['pooled']['pearson_ci_high'] < 0 for c in have):
+    elif all(significant(c, -1) for c in have):
         status = HOLDS
-    elif any(c['pooled']['pearson_ci_low'] > 0 for c in have):
+    elif any(significant(c, +1) for c in have):
         status = FAILS
+    elif any(math.isnan(c['detectable_r']) for c in have):
+        status = f"{OPEN} (p ≥ 0.05; {min(c['n'] for c in have)} runs are too few to state a detectable \\|r\\|)"
     else:
-        status = f"{OPEN} (detectable |r| {max(c['detectable_r'] for c in have):.2f} at 80 % power)"
+        status = f"{OPEN} (detectable \\|r\\| {max(c['detectable_r'] for c in have):.2f} at 80 % power)"
     rows.append({'claim': 'Lower \\|cos(X, X\')\\| goes with higher NDCG@10', 'status': status, 'numbers': nums or 'no runs'})
     # 3
     tested = [c for c in prim if c['n'] >= 2]
@@ -662,14 +671,17 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
         lines.append(f"| {o['family']} | {o['domain']} | " + (', '.join(f'{s}: {v:.3f}' for s, v in o['values']) or 'none')
                      + f" | {_fmt(o['median'], '.3f')} | {o['vs_paper']} |")
     lines += ['', '### Orthogonality against NDCG@10', '',
-              'Every converged run with GCA (main and cause arms). Pooled: Pearson r with a bootstrap interval; '
+              'Every converged run with GCA (main and cause arms). Pooled: Pearson r with its Fisher-z interval '
+              '(n/a with 3 runs or fewer) and the t-test of r; '
               'within: each configuration centred on its own means first (the variation across seeds only); '
               'detectable: the smallest |r| a two-sided test finds with 80 % power from these runs.', '',
-              '| base model | domain | runs | pooled r [95 %] | within r [95 %] | detectable |r| | paper r |',
-              '|---|---|---:|---|---|---:|---:|']
+              '| base model | domain | runs | pooled r [95 %] | p | within r [95 %] | detectable \\|r\\| | paper r |',
+              '|---|---|---:|---|---:|---|---:|---:|']
     for c in corr:
-        pooled = (f"{c['pooled']['pearson']:+.2f} [{c['pooled']['pearson_ci_low']:+.2f}, {c['pooled']['pearson_ci_high']:+.2f}]"
-                  if 'pooled' in c else 'n/a')
+        pc = c.get('pooled') or {}
+        pooled = (f"{pc['pearson']:+.2f} [{_fmt(pc['pearson_fisher_ci_low'], '+.2f')}, "
+                  f"{_fmt(pc['pearson_fisher_ci_high'], '+.2f')}]" if pc else 'n/a')
+        pooled += f" | {_fmt(pc.get('pearson_p', math.nan), '.3f')}"
         w = c.get('within') or {}
         within = (f"{w['r']:+.2f} [{_fmt(w.get('ci_low'), '+.2f')}, {_fmt(w.get('ci_high'), '+.2f')}]"
                   if w and not math.isnan(w.get('r', math.nan)) else 'n/a')
