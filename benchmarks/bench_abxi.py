@@ -42,10 +42,20 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _matmul_gflops(threads, n=2048, reps=5):
+def machine_facts(threads):
+    """What every benchmark file records beside its timings: the CPU model, whether it has bf16
+    hardware (``avx512_bf16``/``amx_bf16``), and the fp32 and bf16 matmul rates measured now."""
+    from recbole_ortho.utils.precision import bf16_supported
+    from recbole_ortho.utils.provenance import cpu_model
+    return {'cpu': cpu_model(), 'cpu_bf16_hardware': bool(bf16_supported('cpu')), 'threads': threads,
+            'matmul_gflops_fp32': _matmul_gflops(threads), 'matmul_gflops_bf16': _matmul_gflops(threads, dtype='bf16')}
+
+
+def _matmul_gflops(threads, n=2048, reps=5, dtype='fp32'):
     import torch
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dt = torch.bfloat16 if dtype == 'bf16' else torch.float32
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
     a @ b
     ts = []
     for _ in range(reps):
@@ -170,7 +180,7 @@ def main():
         return compare(args)
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    results = {'matmul_gflops_fp32': _matmul_gflops(args.threads), 'runs': []}
+    results = dict(machine_facts(args.threads), runs=[])
     runs = [(m, None) for m in args.models.split(',')]
     if 'ABXI' in args.models.split(',') and 'ABXI_GCA' in args.models.split(','):
         runs.append(('ABXI', 'ABXI_GCA'))
@@ -218,7 +228,8 @@ def main():
         g = results['runs'][names.index('ABXI_GCA')]
         results['gca_step_ratio'] = g['step_s_median'] / a['step_s_median']
     print('\n'.join(lines))
-    print(f"fp32 matmul throughput ({args.threads} threads): {results['matmul_gflops_fp32']:.0f} GFLOP/s")
+    print(f"{results['cpu']} (bf16 hardware: {results['cpu_bf16_hardware']}); matmul throughput ({args.threads} threads): "
+          f"fp32 {results['matmul_gflops_fp32']:.0f}, bf16 {results['matmul_gflops_bf16']:.0f} GFLOP/s")
     for k in ('speedup_epoch_vs_official', 'speedup_eval_vs_official', 'gca_step_ratio'):
         if k in results:
             print(f'{k}: {results[k]:.2f}')

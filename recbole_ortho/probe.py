@@ -243,22 +243,22 @@ def capture_pass(model, config, dataset, loader):
         raise NoGCAError(f"{config['model']} has no GCA layer (no GCAStages module); the probe needs a _GCA model")
     cap = Capture(model, modules)
     evaluator = CDSREvaluator(config, dataset)
-    predict = model.full_sort_predict
+    represent = model.final_representation       # what full_sort_predict and sampled_predict both call once
 
     def observed(batch):                         # the evaluator's own call, with the batch's users noted
         cap.start_batch(batch)
-        out = predict(batch)
+        out = represent(batch)
         cap.end_batch()
         return out
 
-    model.full_sort_predict = observed           # an instance attribute, removed below
+    model.final_representation = observed        # an instance attribute, removed below
     try:
         with ExitStack() as stack:
             for name, stages in modules:
                 stack.enter_context(stages.capturing(cap.collector('' if len(modules) == 1 else f'{name}.')))
             result = evaluator.evaluate(model, loader, desc='Probe')
     finally:
-        model.__dict__.pop('full_sort_predict', None)
+        model.__dict__.pop('final_representation', None)
     return result, cap
 
 

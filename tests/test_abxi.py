@@ -14,6 +14,7 @@ from conftest_models import FakeDataset, eval_batch, make_config, random_sequenc
 
 from recbole_ortho.model.cross_domain_sequential import ABXI, ABXI_GCA  # noqa: E402
 from recbole_ortho.model.gca import GatedCrossAttention  # noqa: E402
+from recbole_ortho.model import kernels  # noqa: E402
 from recbole_ortho.model.layout import aligned_domain_inputs, step_facts  # noqa: E402
 from recbole_ortho.utils.param_match import count_parameters, match_parameters  # noqa: E402
 
@@ -694,10 +695,19 @@ def test_batch_with_a_single_domain():
 @pytest.mark.parametrize('cls,kw', [(ABXI, {}), (ABXI, {'official_quirks': True}), (ABXI, {'n_layers': 2}),
                                     (ABXI_GCA, {}), (ABXI_GCA, {'n_layers': 2, 'gca_positions': [1]}),
                                     (ABXI_GCA, {'gca_query_steps': 'every'})])
-def test_evaluation_shortcut_equals_full_last_block(cls, kw):
+def test_evaluation_shortcut_equals_full_last_block(cls, kw, monkeypatch):
     m = build(cls=cls, randomize=True, **kw).eval()
     ev = eval_batch(random_sequences(DS, 6, 10), 10, DS)
+    import recbole_ortho.model.cross_domain_sequential.abxi as abxi_module
+    calls = []
+
+    def counted(*a, **k):
+        calls.append(kernels.projected_query_attention(*a, **k))
+        return calls[-1]
+
+    monkeypatch.setattr(abxi_module, 'projected_query_attention', counted)
     with torch.no_grad():
         fast = m.final_representation(ev)            # last block: only the rows the head reads
+    assert calls and all(c is not None for c in calls)   # the unprojected path ran, not the fallback
     full = m.final_representation(ev).detach()       # with autograd on: every row
     assert torch.allclose(fast, full, atol=1e-5)

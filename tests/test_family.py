@@ -230,7 +230,7 @@ def test_the_base_owns_prediction_and_drops_its_evaluation_cache(tiny, monkeypat
     _, cfg = tiny
     cls = get_model(name)
     family = next(c.__name__ for c in reversed(cls.__mro__) if c.__name__ in SMALL_SETTINGS)
-    for m in ('forward', 'predict', 'full_sort_predict', 'final_representation'):
+    for m in ('forward', 'predict', 'full_sort_predict', 'sampled_predict', 'final_representation'):
         assert m not in vars(cls) and all(m not in vars(c) for c in cls.__mro__ if c is not CrossDomainSeqRecommender
                                           and issubclass(c, CrossDomainSeqRecommender)), (name, m)
     config = Config(model=name, dataset='tiny', config_dict=dict(cfg, **SMALL_SETTINGS[family]))
@@ -244,6 +244,13 @@ def test_the_base_owns_prediction_and_drops_its_evaluation_cache(tiny, monkeypat
         assert s1.shape == (batch['item_id'].size(0), model.n_items)
         p = model.predict(batch)
         assert torch.allclose(p, s1.gather(1, batch['item_id'][:, None]).squeeze(1), atol=1e-5)
+        blocks = model.domain_item_blocks()                # per domain's block; row 0 also one of the other
+        assert [b[1] - b[0] for b in blocks] == [int((model.item_domain == d).sum()) for d in (0, 1)]
+        g = torch.Generator().manual_seed(0)
+        cand = torch.stack([torch.randint(*blocks[int(d)], (7,), generator=g) for d in batch['domain_id']])
+        cand[0, -1] = blocks[1 - int(batch['domain_id'][0])][0]   # row 0 is scored against the whole table
+        sp = model.sampled_predict(batch, cand)
+        assert sp.shape == cand.shape and torch.allclose(sp, s1.gather(1, cand), atol=1e-5)
         new = {k: (v + 0.05 * torch.randn_like(v)) if v.is_floating_point() else v for k, v in model.state_dict().items()}
         model.load_state_dict(new)                       # in eval mode, right after a cached pass
         s2 = model.full_sort_predict(batch)

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from recbole_ortho.model.gca import GatedCrossAttention
 from recbole_ortho.model.kernels import (DropoutFunction, GatheredLogits, PairProjection, SwiGLUFunction, TakeRows,
-                                         attention_chunks, gathered_logits, keep_mask, packed_attention, take_rows)
+                                         attention_chunks, gathered_logits, keep_mask, packed_attention,
+                                         projected_query_attention, take_rows)
 from recbole_ortho.model.layers import Dropout, SwiGLU, masked_attention
 
 D = 16
@@ -57,6 +58,40 @@ def test_packed_attention_matches_dense_and_gradcheck(self_attn, zero_empty, kee
     else:
         assert torch.isfinite(out).all()
 
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_projected_query_attention_equals_projecting_every_row(bias):
+    """The evaluation shortcut (keys and values never projected) = packed_attention on the
+    projected rows, for one query per sequence (the last of some sequences, an inner row of
+    others, one sequence whose query sees no key); None when a sequence has two queries."""
+    torch.manual_seed(1)
+    n_seq, L, H, dh = 6, 9, 2, 4
+    d = H * dh
+    km = torch.rand(n_seq, L) > 0.3
+    km[:, 0] = True
+    allowed = km[:, None, :] & torch.ones(L, L, dtype=torch.bool).tril()[None]
+    allowed[4] = False                                                    # sequence 4: no key at all
+    ki = torch.nonzero(km.reshape(-1)).squeeze(1)
+    x = torch.randn(ki.numel(), d, dtype=torch.double)
+    in_proj = torch.nn.Linear(d, 3 * d, bias=bias).double()
+    if bias:
+        torch.nn.init.normal_(in_proj.bias)
+    last = torch.stack([ki[ki // L == s].max() for s in range(n_seq)])  # one query per sequence
+    last[1] = ki[ki // L == 1].min()                                      # an inner row: later keys masked
+    q_rows = torch.searchsorted(ki, last)
+    chunks = attention_chunks(ki[q_rows], ki, n_seq, L, L, max_chunk_bytes=300, row_bytes=8)
+    assert len(chunks) > 1
+    qkv = in_proj(x)
+    with torch.no_grad():
+        ref = packed_attention(qkv[q_rows, :d], qkv[:, d:], chunks, allowed, H)
+        out = projected_query_attention(x, q_rows, in_proj, chunks, allowed, H)
+    assert torch.allclose(out, ref, atol=1e-12)
+    assert torch.equal(out[4], torch.zeros(d, dtype=torch.double)) and out.abs().sum() > 0
+    two = torch.cat([q_rows, q_rows[:1] + 1])                             # sequence 0 twice
+    chunks2 = attention_chunks(ki[two], ki, n_seq, L, L)
+    with torch.no_grad():
+        assert projected_query_attention(x, two, in_proj, chunks2, allowed, H) is None
 
 
 @pytest.mark.parametrize('self_attn', [True, False])

@@ -196,15 +196,17 @@ class CDSREvaluator:
         try:
             for batch in it:
                 batch = batch.to(device)
+                sampled_scores = self.protocol == 'sampled' and hasattr(model, 'sampled_predict')
                 with autocast(self.precision, device):
-                    scores = model.full_sort_predict(batch)
+                    scores = model.sampled_predict(batch, batch['candidates']) if sampled_scores \
+                        else model.full_sort_predict(batch)
                 scores = scores.float()
                 if scores.dim() == 1:
                     scores = scores.view(batch[self.iid].size(0), -1)
                 dom = batch['domain_id']
                 ovl = batch['overlapped'] if 'overlapped' in batch else None
                 if self.protocol == 'sampled':
-                    rank, n_neg, ties = sampled_rank(scores.gather(1, batch['candidates']))
+                    rank, n_neg, ties = sampled_rank(scores if sampled_scores else scores.gather(1, batch['candidates']))
                 else:
                     r = self.ranges.to(device)[dom]
                     rank, n_neg, ties = full_rank(scores, batch[self.iid], batch[self.seq_field], r[:, 0], r[:, 1])

@@ -233,6 +233,44 @@ class CrossDomainSeqRecommender(CrossDomainRecommender, metaclass=_StrictConfig)
         ranks within the target's domain)."""
         return torch.matmul(self.final_representation(interaction), self.scoring_table().t())
 
+    def sampled_predict(self, interaction, candidates):
+        """Scores ``[B, C]`` of each row's ``candidates`` (item ids of its target's domain), equal
+        to ``full_sort_predict(interaction).gather(1, candidates)`` but scoring each row against its
+        target domain's block of the table only (about half the FLOPs of the full product for two
+        domains); the evaluator's sampled protocol calls it. A row whose candidates leave its
+        domain's block is scored against the whole table."""
+        rep = self.final_representation(interaction)
+        table = self.scoring_table()
+        dom = interaction[self.DOMAIN_ID] if self.DOMAIN_ID in interaction else self.item_domain[interaction[self.ITEM_ID]]
+        out = rep.new_empty(candidates.shape)
+        done = torch.zeros_like(dom, dtype=torch.bool)
+        for d, (lo, hi) in enumerate(self.domain_item_blocks()):
+            rows = torch.nonzero(dom == d).squeeze(1)
+            cand = candidates.index_select(0, rows)
+            if rows.numel() == 0 or bool(((cand < lo) | (cand >= hi)).any()):
+                continue
+            s = torch.matmul(rep.index_select(0, rows), table[lo:hi].t())
+            out.index_copy_(0, rows, s.gather(1, cand - lo).to(out.dtype))
+            done[rows] = True
+        rest = torch.nonzero(~done).squeeze(1)
+        if rest.numel():
+            s = torch.matmul(rep.index_select(0, rest), table.t())
+            out.index_copy_(0, rest, s.gather(1, candidates.index_select(0, rest)).to(out.dtype))
+        return out
+
+    def domain_item_blocks(self):
+        """``[(lo, hi)]`` per domain: the item ids of domain A, resp. B, as a block ``[lo, hi)``
+        (the dataset numbers each domain's items consecutively; an empty block ``(0, 0)`` where a
+        domain's ids are not consecutive, so that its rows take the whole table)."""
+        def block():
+            out = []
+            for d in (0, 1):
+                ids = torch.nonzero(self.item_domain == d).squeeze(1)
+                lo, hi = (int(ids.min()), int(ids.max()) + 1) if ids.numel() else (0, 0)
+                out.append((lo, hi) if hi - lo == ids.numel() else (0, 0))
+            return out
+        return self.eval_cached('domain_item_blocks', block)
+
     def predict(self, interaction):
         """Score of ``interaction[ITEM_ID]`` for each row."""
         return (self.final_representation(interaction) * self.scoring_table()[interaction[self.ITEM_ID]]).sum(-1)

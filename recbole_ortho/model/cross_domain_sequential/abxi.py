@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from recbole_ortho.model.abstract_recommender import CrossDomainSeqRecommender
-from recbole_ortho.model.kernels import attention_chunks, grid_row_bytes, packed_attention
+from recbole_ortho.model.kernels import attention_chunks, grid_row_bytes, packed_attention, projected_query_attention
 from recbole_ortho.model.layers import Dropout, LayerNorm, LowRankAdapter, MultiHeadAttention, SwiGLU
 from recbole_ortho.model.layout import PackedLayout, grid_head_rows, head_row_subset, pack_threads, step_facts
 from recbole_ortho.model.loss import per_domain_info_nce
@@ -230,16 +230,19 @@ class ABXI(CrossDomainSeqRecommender):
         return h
 
     def _last_block_for_head(self, blk, h, plan):
-        """Evaluation shortcut for the last block: keys/values from all rows, but queries, FFN
-        and norms only for the rows the projector reads. Returns those rows (in ``plan.head``'s
+        """Evaluation shortcut for the last block: attention over all rows, but queries, FFN
+        and norms only for the rows the projector reads, and the keys and values never projected
+        (:func:`~recbole_ortho.model.kernels.attention.projected_query_attention`). Returns those rows (in ``plan.head``'s
         ``x_row``/``dom_row`` order of :meth:`_head_row_subset`) and the remapped head
         (:func:`~recbole_ortho.model.layout.head_row_subset`)."""
         need, head = head_row_subset(plan)
         d = self.embedding_size
-        qkv = blk.attn.in_proj(h)
         q_flat = torch.arange(h.size(0), device=h.device) if plan.flat_idx is None else plan.flat_idx
         chunks = attention_chunks(q_flat[need], q_flat, plan.n_grids * plan.B, plan.L, plan.L, row_bytes=grid_row_bytes(d))
-        att = packed_attention(qkv[need, :d], qkv[:, d:], chunks, plan.allowed, self.n_heads, plan.L, plan.L)
+        att = projected_query_attention(h, need, blk.attn.in_proj, chunks, plan.allowed, self.n_heads)
+        if att is None:                          # a sequence with two head rows: project every row
+            qkv = blk.attn.in_proj(h)
+            att = packed_attention(qkv[need, :d], qkv[:, d:], chunks, plan.allowed, self.n_heads, plan.L, plan.L)
         hs = blk.norm_attn(h[need] + blk.attn.out_proj(att))
         if plan.mult is not None:
             hs = hs * plan.mult[need]

@@ -306,6 +306,54 @@ def packed_attention(q, kv, chunks, allowed, n_heads, len_q=None, len_k=None, ze
 
 
 
+def projected_query_attention(x, q_rows, in_proj, chunks, allowed, n_heads):
+    """Multi-head self-attention of the few rows ``q_rows`` of ``x [R, d]`` over the rows of their
+    sequences, computed on the *unprojected* rows: the evaluation shortcut of a last encoder
+    block, where only the rows a head reads need an output.
+
+    ``in_proj`` is the block's packed ``d -> 3d`` projection (``[q | k | v]``, heads contiguous
+    within each, as :class:`~recbole_ortho.model.layers.MultiHeadAttention`); ``chunks`` come from
+    :func:`attention_chunks` with ``q_rows``' flat positions as queries. Per head ``h``, with
+    ``q = W_q x + b_q``: ``q . (W_k x_j + b_k) = (W_k^T q) . x_j + q . b_k``, and the last term is
+    the same for every key of the query, so the softmax ignores it; ``sum_j p_j (W_v x_j + b_v) =
+    W_v (sum_j p_j x_j) + b_v``. The keys and values are thus never projected: ``2 d^2`` FLOPs per
+    key row saved, for ``d`` per row and head spent. Equal to ``packed_attention(in_proj(x)[q_rows,
+    :d], in_proj(x)[:, d:], ...)`` up to rounding (tested); a query without an allowed key gets 0.
+
+    Returns ``[len(q_rows), d]`` (before the output projection), or None when some sequence has
+    more than one query row (the caller then takes the general path)."""
+    if allowed.dim() == 3:
+        allowed = allowed.unsqueeze(1)
+    d = x.size(1)
+    dh = d // n_heads
+    w, b = in_proj.weight, in_proj.bias
+    q = torch.nn.functional.linear(x.index_select(0, q_rows), w[:d], None if b is None else b[:d])
+    u = torch.einsum('nhe,hed->nhd', q.view(-1, n_heads, dh), w[d:2 * d].view(n_heads, dh, d)) * dh ** -0.5
+    z = u.new_empty(q_rows.numel(), n_heads, d)
+    has = torch.zeros(q_rows.numel(), dtype=torch.bool, device=x.device)
+    for c in chunks:
+        slot = torch.div(c.q_local, c.lq, rounding_mode='floor')            # the query's sequence in the chunk
+        if slot.numel() != c.n or bool((slot.sort().values != torch.arange(c.n, device=slot.device)).any()):
+            return None
+        t = c.q_local - slot * c.lq
+        xg = _to_grid(x, c.k_src, c.k_pad).view(c.n, c.lk, d)              # [n, lk, d] key rows
+        ug = torch.zeros(c.n, n_heads, d, dtype=u.dtype, device=u.device).index_copy_(0, slot, u.index_select(0, c.q_rows))
+        s = torch.bmm(xg, ug.transpose(1, 2)).to(accumulation_dtype(ug))   # [n, lk, H]
+        seqs = torch.arange(c.s0, c.s1, device=x.device) if c.seqs is None else c.seqs
+        t_of = torch.zeros(c.n, dtype=torch.long, device=x.device).index_copy_(0, slot, t)
+        m = allowed[seqs, 0, t_of, :c.lk]                                   # [n, lk] keys the query may see
+        ok = m.any(-1)
+        s = s.masked_fill_(~(m | ~ok[:, None]).unsqueeze(-1), float('-inf'))
+        p = torch.softmax(s, dim=1).to(xg.dtype)                            # over the keys
+        zc = torch.bmm(p.transpose(1, 2), xg)                                # [n, H, d] = sum_j p_j x_j
+        z.index_copy_(0, c.q_rows, zc.index_select(0, slot))
+        has.index_copy_(0, c.q_rows, ok.index_select(0, slot))
+    v = torch.einsum('nhd,hed->nhe', z, w[2 * d:].view(n_heads, dh, d)).reshape(-1, d)
+    if b is not None:
+        v = v + b[2 * d:]
+    return v * has.unsqueeze(1).to(v.dtype)
+
+
 def sequence_ranks(index, length, n_seq):
     """For flat steps ``index [R]`` (``b * length + t``): the sequence ``b``, the step ``t``, the
     rank of the row among its sequence's rows in step order, and the rows per sequence ``[n_seq]``."""
