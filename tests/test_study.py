@@ -285,3 +285,15 @@ def test_also_summary_pairs_the_second_protocol_by_seed():
     mat = [r['test_A_ndcg@10'] for r in rows if study.role(r) == 'matched']
     assert a['diff']['mean'] == pytest.approx(np.mean(np.subtract(gca, mat)))
     assert a['gca']['mean'] == pytest.approx(np.mean(gca) + 0.2)
+
+
+def test_hours_to_best_sums_data_training_and_validation_up_to_the_best_epoch():
+    trace = [{'epoch': e, 'train_time_s': 100.0 + e, 'valid_time_s': 10.0} for e in range(6)]
+    r = {'best_epoch': 2, 'trace': trace, 'data_time_s': 30.0}
+    assert study.hours_to_best(r) == pytest.approx((30 + 100 + 101 + 102 + 3 * 10) / 3600)   # epochs 0, 1, 2
+    assert study.hours_to_best(dict(r, trace=[])) is None and study.hours_to_best(dict(r, best_epoch=None)) is None
+    rows = main_arm(0.01)
+    for x in rows:
+        x.update(trace=trace, data_time_s=30.0, best_epoch=2)
+    e = study.main_table(rows)[0]
+    assert e['to_best_h']['mean'] == pytest.approx(study.hours_to_best(r)) and e['to_best_h']['n'] == 5

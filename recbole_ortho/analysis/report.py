@@ -79,6 +79,7 @@ def load_rows(sweep_dir):
                'epochs_run': res.get('epochs_run'), 'best_epoch': res.get('best_epoch'),
                'stop_reason': res.get('stop_reason'), 'config': res.get('config') or {},
                'wall_time_s': res.get('wall_time_s'), 'trace': res.get('trace', []),
+               'data_time_s': res.get('data_time_s') or 0.0,
                'param_match': (res.get('param_match') or {}).get('target_model'),
                'result_path': path, 'provenance': res.get('provenance'), 'code': commit_label(res.get('provenance')),
                'eval_ties': ((res.get('config') or {}).get('eval_ties') or 'optimistic')}
