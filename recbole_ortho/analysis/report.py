@@ -577,6 +577,9 @@ def plots(rows, out_dir, stat='paper', metric='ndcg@10', render=True):
         style = _styles(variants)
         n_seeds = max(sum(r['variant'] == v for r in rs) for v in variants)
         over = f'mean over {n_seeds} seeds' if n_seeds > 1 else 'one seed'
+        short = [e for v, key, e, _, k in csv_rows if k < sum(r['variant'] == v for r in rs)]
+        if n_seeds > 1 and short:                  # runs that stopped early leave fewer seeds in the tail
+            over += f';\nfrom epoch {min(short)} over the seeds still training'
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4 + 0.22 * ((len(variants) + 1) // 2)), layout='constrained')
         handles = []
         for variant in variants:
@@ -588,10 +591,10 @@ def plots(rows, out_dir, stat='paper', metric='ndcg@10', render=True):
                     handles.append(h)
         ax1.set_xlabel('epoch (from 0)')
         ax1.set_ylabel('validation score')
-        ax1.set_title(f'validation score ({over})')
+        ax1.set_title(f'validation score\n({over})', fontsize=9)
         ax2.set_xlabel('epoch (from 0)')
         ax2.set_ylabel('|cos(X, X\')| statistic')
-        ax2.set_title(f'validation {label}\nall users, both directions ({over})', fontsize=9)
+        ax2.set_title(f'validation {label}, all users, both directions\n({over})', fontsize=9)
         from matplotlib.ticker import MaxNLocator
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
