@@ -43,11 +43,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def machine_facts(threads):
-    """What every benchmark file records beside its timings: the CPU model, whether it has bf16
-    hardware (``avx512_bf16``/``amx_bf16``), and the fp32 and bf16 matmul rates measured now."""
+    """What every benchmark file records beside its timings: the code's provenance (commit), the CPU
+    model, whether it has bf16 hardware (``avx512_bf16``/``amx_bf16``), and the fp32 and bf16 matmul
+    rates measured now."""
     from recbole_ortho.utils.precision import bf16_supported
-    from recbole_ortho.utils.provenance import cpu_model
-    return {'cpu': cpu_model(), 'cpu_bf16_hardware': bool(bf16_supported('cpu')), 'threads': threads,
+    from recbole_ortho.utils.provenance import cpu_model, provenance
+    return {'provenance': provenance(device='cpu'),
+            'cpu': cpu_model(), 'cpu_bf16_hardware': bool(bf16_supported('cpu')), 'threads': threads,
             'matmul_gflops_fp32': _matmul_gflops(threads), 'matmul_gflops_bf16': _matmul_gflops(threads, dtype='bf16')}
 
 

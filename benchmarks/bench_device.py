@@ -133,8 +133,8 @@ def main():
     if args.worker:
         return worker(args)
     import torch
-    from recbole_ortho.utils.provenance import cpu_model
-    results = {'torch': torch.__version__, 'cpu': cpu_model(), 'cuda': torch.cuda.is_available(),
+    from recbole_ortho.utils.provenance import cpu_model, provenance
+    results = {'provenance': provenance(device='cuda' if torch.cuda.is_available() else 'cpu'), 'torch': torch.__version__, 'cpu': cpu_model(), 'cuda': torch.cuda.is_available(),
                'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                'dataset': args.dataset, 'steps': args.steps, 'runs': []}
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))

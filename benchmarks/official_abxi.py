@@ -73,6 +73,15 @@ class _QuietNoter:
         return lambda *a, **k: None
 
 
+def _portable(path):
+    """``path`` with the ``RECBOLE_ORTHO_DATA`` root written as ``$RECBOLE_ORTHO_DATA`` (a result file
+    must not carry a machine's absolute path)."""
+    root = os.environ.get('RECBOLE_ORTHO_DATA')
+    if root and os.path.abspath(path).startswith(os.path.abspath(root) + os.sep):
+        return '$RECBOLE_ORTHO_DATA/' + os.path.relpath(path, root)
+    return os.path.basename(path)
+
+
 def default_data_dir() -> str:
     root = os.environ.get('RECBOLE_ORTHO_DATA')
     if root is None:
@@ -249,8 +258,8 @@ def run(ns: argparse.Namespace) -> dict:
         'batch_size': args.bs,
         'n_worker': args.n_worker,
         'official_argv': argv[1:],
-        'official_dir': ns.official_dir,
-        'data_dir': ns.data_dir,
+        'official_dir': '<official checkout>',           # no machine's path in a committed result
+        'data_dir': _portable(ns.data_dir),
         'torch': torch.__version__,
         'torch_num_threads': torch.get_num_threads(),
         # official main.py sets 'high' at import (a bitwise no-op for fp32 matmul on this CPU)
