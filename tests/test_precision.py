@@ -85,3 +85,30 @@ def test_bf16_without_hardware_runs_fp32_and_says_so(tiny, monkeypatch):
     assert res['precision'] == 'fp32' and res['provenance']['precision'] == 'fp32'
     assert res['config']['precision'] == 'bf16'                    # what was asked for stays in the config
     assert res['test'] == ref['test']                              # and it is the fp32 run, bit for bit
+
+
+def test_resolve_precision_emulates_bf16_only_on_request_and_only_on_a_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(precision, 'bf16_supported', lambda device: False)
+    with caplog.at_level(logging.WARNING):
+        assert precision.resolve_precision('bf16', torch.device('cpu'), emulate=True) == 'bf16'
+    assert len(caplog.records) == 1 and 'emulated' in caplog.records[0].getMessage()
+    assert precision.is_emulated('bf16', 'cpu') and not precision.is_emulated('fp32', 'cpu')
+    assert precision.resolve_precision('bf16', 'cuda', emulate=True) == 'fp32'   # no emulation on a GPU
+    assert precision.resolve_precision('fp32', 'cpu', emulate=True) == 'fp32'
+    with pytest.raises(ConfigError, match=r'bf16_emulation: \[yes\] must be True or False'):
+        precision.resolve_precision('bf16', 'cpu', emulate='yes')
+
+
+def test_bf16_emulation_gives_the_bf16_run_and_says_so(tiny, monkeypatch):
+    """``bf16_emulation: True`` on a CPU without bf16 hardware runs bf16 (not the fp32 fallback):
+    the same numbers as on a CPU declared bf16-capable, and the provenance says emulated."""
+    seqs, cfg = tiny
+    run_cfg = dict(cfg, **SMALL, warmup_epochs=0, precision='bf16')
+    monkeypatch.setattr(precision, 'bf16_supported', lambda device: True)
+    hw = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=run_cfg)
+    monkeypatch.setattr(precision, 'bf16_supported', lambda device: False)
+    emu = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=dict(run_cfg, bf16_emulation=True))
+    fb = run_recbole_ortho(model='ABXI_GCA', dataset='tiny', config_dict=run_cfg)
+    assert emu['precision'] == 'bf16' and emu['provenance']['precision_emulated'] is True
+    assert hw['provenance']['precision_emulated'] is False and fb['precision'] == 'fp32'
+    assert emu['test'] == hw['test'] and emu['test'] != fb['test']

@@ -93,7 +93,8 @@ def test_result_carries_provenance_and_per_user_ranks(tiny, tmp_path):
         warmup_epochs=0, result_file=str(out), save_ranks=True))
     on_disk = json.loads(out.read_text())
     prov = on_disk['provenance']
-    assert set(prov) == {'package_version', 'git_commit', 'git_dirty', 'versions', 'device', 'precision'}
+    assert set(prov) == {'package_version', 'git_commit', 'git_dirty', 'versions', 'device', 'precision',
+                         'precision_emulated'}
     assert prov['versions']['torch'] == torch.__version__ and prov['versions']['recbole'] == '1.0.1'
     assert prov['device']['threads'] >= 1 and prov['device']['cpu'] and prov['precision'] == 'fp32'
     assert prov['git_commit'] == 'unknown' or len(prov['git_commit']) == 40

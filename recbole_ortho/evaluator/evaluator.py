@@ -170,7 +170,8 @@ class CDSREvaluator:
         self.config = config
         #: ``fp32`` or ``bf16`` (the scores under bf16 autocast, ranked in fp32); default: the ``precision`` setting
         self.precision = precision or resolve_precision(_setting(config, 'precision', 'fp32'),
-                                                        _setting(config, 'device', 'cpu'))
+                                                        _setting(config, 'device', 'cpu'),
+                                                        _setting(config, 'bf16_emulation', False))
         self.metrics = list(config['metrics'])
         self.protocol = config['eval_protocol']
         self.seq_field = config['ITEM_ID_FIELD'] + config['LIST_SUFFIX']

@@ -70,6 +70,7 @@ ID_NEUTRAL = {
     'resume': None,                 # a trial passes its own last checkpoint: the same run, continued
     'also_evaluate': None,          # further evaluations of the best weights (result['also'])
     'precision': 'fp32',            # the precision every run had before the setting existed
+    'bf16_emulation': False,        # bf16 without bf16 hardware: off (bf16 falls back to fp32)
 }
 #: keys that never enter a run id, whatever their value: they change what a run writes, or where it
 #: starts from (``resume``: the run continued is the same run), not its numbers

@@ -236,7 +236,7 @@ class CDSRTrainer:
         self.clip_grad_norm = config['clip_grad_norm']
         self.show_progress = config['show_progress']
         #: the precision that runs (``precision``; bf16 falls back to fp32 without bf16 hardware)
-        self.precision = resolve_precision(config['precision'], self.device)
+        self.precision = resolve_precision(config['precision'], self.device, config['bf16_emulation'])
         self.evaluator = CDSREvaluator(config, data, precision=self.precision)
         self.optimizer = self._build_optimizer()
         self.digits = config['metric_decimal_place']

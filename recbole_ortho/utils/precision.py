@@ -15,6 +15,11 @@ bf16 needs hardware that runs it: a CPU with ``avx512_bf16`` or ``amx_bf16`` (el
 emulates bf16, several times slower than fp32), or a CUDA GPU with bf16
 (``torch.cuda.is_bf16_supported()``). Elsewhere ``bf16`` falls back to fp32 with one warning line,
 and the result JSON's provenance says which precision actually ran.
+
+``bf16_emulation: True`` runs ``bf16`` on a CPU without bf16 hardware anyway, through oneDNN's
+emulation: the same bf16 roundings (bf16 inputs, fp32 accumulation), several times slower than
+fp32. It exists for the accuracy check of bf16 (``properties/sweep/food_kitchen_precision.yaml``)
+on machines that have no bf16 hardware; such a result's provenance says ``precision_emulated``.
 """
 
 import contextlib
@@ -51,20 +56,32 @@ def bf16_supported(device):
     return False
 
 
-def resolve_precision(requested, device):
+def resolve_precision(requested, device, emulate=False):
     """The precision a run uses: ``requested`` (``fp32`` or ``bf16``; another value raises a
     :class:`ConfigError` naming the key), or ``fp32`` with one warning when ``bf16`` was asked for
-    on a device without bf16 hardware."""
+    on a device without bf16 hardware, unless ``emulate`` (``bf16_emulation``) asks for bf16 on
+    a CPU all the same (one warning: emulated, slow)."""
     requested = 'fp32' if requested is None else str(requested)
     if requested not in PRECISIONS:
         raise ConfigError(f"precision: [{requested}] must be one of {', '.join(PRECISIONS)}")
+    if emulate not in (True, False, None):
+        raise ConfigError(f'bf16_emulation: [{emulate}] must be True or False')
     if requested == 'bf16' and not bf16_supported(device):
         kind = device.type if isinstance(device, torch.device) else str(device)
+        if emulate and kind.split(':')[0] == 'cpu':
+            getLogger().warning('precision: bf16 on a CPU without bf16 hardware, emulated by oneDNN '
+                                '(bf16_emulation: True): the bf16 numbers, several times slower than fp32')
+            return 'bf16'
         getLogger().warning(f'precision: bf16 asked for, but this {kind} has no bf16 hardware '
                             f"({' / '.join(CPU_BF16_FLAGS) if kind == 'cpu' else 'torch.cuda.is_bf16_supported()'}); "
                             f'running in fp32')
         return 'fp32'
     return requested
+
+
+def is_emulated(precision, device):
+    """Whether ``precision`` runs on ``device`` without bf16 hardware (``bf16_emulation``)."""
+    return precision == 'bf16' and not bf16_supported(device)
 
 
 def autocast(precision, device):

@@ -12,7 +12,8 @@ Where a result came from, recorded in every ``result.json`` (``run_recbole_ortho
   git checkout (e.g. an installed wheel);
 - ``versions``: python, torch, numpy, recbole, recbole-cdr;
 - ``device``: the CPU model (or the GPU's name on CUDA) and torch's thread count;
-- ``precision``: the arithmetic the run used.
+- ``precision``: the arithmetic the run used; ``precision_emulated``: bf16 ran without bf16 hardware
+  (``bf16_emulation``), the same roundings but not the speed.
 
 No host name and no path is recorded.
 """
@@ -24,6 +25,8 @@ from functools import lru_cache
 from importlib import metadata
 
 import torch
+
+from recbole_ortho.utils.precision import is_emulated
 
 #: the paths (relative to the checkout) whose changes make a run's code differ from its commit
 CODE_PATHS = ('recbole_ortho', 'properties')
@@ -94,4 +97,6 @@ def provenance(device=None, precision='fp32'):
                      'recbole_cdr': _version('recbole-cdr')},
         'device': device_info(device),
         'precision': precision,
+        # bf16 on a CPU without bf16 hardware (bf16_emulation): the same numbers, not the speed
+        'precision_emulated': is_emulated(precision, device or 'cpu'),
     }
