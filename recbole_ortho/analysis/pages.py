@@ -820,6 +820,7 @@ class Registry:
         self.sweep_pages = reg.get('sweep_pages') or []
         self.template_pages = reg.get('template_pages') or []
         self.study_pages = reg.get('study_pages') or []
+        self.precision_pages = reg.get('precision_pages') or []
         for p in self.sweep_pages:
             if p.get('sweep') not in self.sources or 'sweep' not in self.sources[p['sweep']]:
                 raise ValueError(f"{path}: page {p.get('page')}: sweep {p.get('sweep')!r} is not a sweep source")
@@ -831,6 +832,9 @@ class Registry:
                         raise ValueError(f"{path}: study page {p.get('page')}: {key}: {alias!r} is not a sweep source")
             if not p.get('main'):
                 raise ValueError(f"{path}: study page {p.get('page')}: main: name at least one sweep source")
+        for p in self.precision_pages:
+            if p.get('sweep') not in self.sources or 'sweep' not in self.sources[p['sweep']]:
+                raise ValueError(f"{path}: precision page {p.get('page')}: sweep {p.get('sweep')!r} is not a sweep source")
 
     def abs(self, rel):
         return os.path.normpath(os.path.join(self.base, rel))
@@ -943,6 +947,13 @@ def build_all(reg, out_root, render_plots):
         os.makedirs(os.path.dirname(out), exist_ok=True)
         title = render(p['title'], values, source=f"{os.path.relpath(reg.path, reg.root())}: title of {p['page']}")
         write_study_page(sources, p, out, title, render_plots=render_plots)
+        built.append((p['page'], _plot_dir(p['page'])))
+    for p in reg.precision_pages:                # the bf16 accuracy check (analysis/precision.py)
+        from recbole_ortho.analysis.precision import write_precision_page
+        out = os.path.join(out_root, p['page'])
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        title = render(p['title'], values, source=f"{os.path.relpath(reg.path, reg.root())}: title of {p['page']}")
+        write_precision_page(sources, p, out, title, render_plots=render_plots)
         built.append((p['page'], _plot_dir(p['page'])))
     texts = {}                                   # a page with several blocks: each entry splices its own
     for p in reg.template_pages:
