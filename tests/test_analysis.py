@@ -299,3 +299,32 @@ def test_primary_from_sweep_json_and_the_shipped_spec(tmp_path):
     loaded = load_spec(_spec_file(tmp_path, {'model': 'ABXI_GCA', 'variant': {'gca_positions': [0]}, 'against': 'base'}))
     assert resolve_primary(str(tmp_path / 'other'), spec=loaded)[0][0]['against'] == 'base'
     assert resolve_primary(str(tmp_path / 'other'), spec=str(tmp_path / 'spec.yaml'))[1] == '`spec.yaml`'
+
+
+def _bench(eval_x, rss, ratios):
+    machine = {'cpu': 'Test CPU', 'threads': 2, 'cpu_bf16_hardware': False, 'matmul_gflops_fp32': 300.0,
+               'matmul_gflops_bf16': 60.0, 'provenance': {'git_commit': 'b' * 40, 'git_dirty': False}}
+    runs = [{'model': m, 'step_s_median': 0.8, 'epoch_s_est': 22.4, 'eval_s': 1.0, 'peak_rss_mb': rss}
+            for m in ('ABXI', 'ABXI_GCA')]
+    speed = dict(machine, runs=runs, speedup_epoch_vs_official=15.0, speedup_eval_vs_official=eval_x,
+                 official={'epoch_s_est': 336.0, 'eval_s': eval_x, 'peak_rss_mb': 8000.0, 'eval_extrapolated': True,
+                           'eval_batches_timed': 3, 'eval_batches_per_pass': 7})
+    gca = dict(machine, goal_ratio=1.15, models={
+        m: {'pairs': 8, 'base_s_median': 1.0, 'gca_s_median': r, 'pair_ratio_median': r, 'flop_ratio': r}
+        for m, r in ratios.items()})
+    return speed, gca
+
+
+def test_the_readme_speed_block_states_each_goal_from_the_numbers():
+    from recbole_ortho.analysis.pages import _speed_values
+    V = {}
+    _speed_values(V, *_bench(10.2, 1400.0, {'ABXI': 1.14, 'LLM4CDSR': 1.2}))
+    assert V['speed.eval_goal'] == 'met' and V['speed.rss_goal'] == 'met'
+    assert V['speed.official.eval_note'] == 'extrapolated from 3 of 7 batches' and V['speed.commit'] == 'bbbbbbb'
+    assert V['gca.table'].splitlines() == [
+        '| ABXI_GCA / ABXI | 1.000 s | 1.140 s | 1.140 | 1.140 | met |',
+        '| LLM4CDSR_GCA / LLM4CDSR | 1.000 s | 1.200 s | 1.200 | 1.200 | not met |']
+    V = {}
+    _speed_values(V, *_bench(9.9, 1501.0, {'ABXI': 1.15}))
+    assert V['speed.eval_goal'] == 'not met' and V['speed.rss_goal'] == 'not met'
+    assert V['gca.table'].endswith('| met |')                     # 1.15 itself meets "<= 1.15"

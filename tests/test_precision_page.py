@@ -132,3 +132,4 @@ def test_registry_refuses_a_precision_page_without_a_sweep_source(tmp_path):
     p.write_text('sources:\n  x: {json: a.json}\nprecision_pages:\n  - {page: p.md, sweep: x, title: t}\n')
     with pytest.raises(ValueError, match=r"precision page p.md: sweep 'x' is not a sweep source"):
         Registry(p)
+

@@ -272,6 +272,40 @@ def _h200_values(V, runs, speed):
     _h200_tables(V, runs)
 
 
+def _speed_values(V, speed, gca):
+    """The README's speed block: one run of ``benchmarks/bench_abxi.py`` (``speed``) and one of
+    ``benchmarks/bench_gca_overhead.py`` (``gca``), each with the machine it ran on."""
+    from recbole_ortho.analysis.provenance import commit_label
+    for alias, f in (('speed', speed), ('gca', gca)):
+        V[f'{alias}.cpu'] = f['cpu']
+        V[f'{alias}.threads'] = f['threads']
+        V[f'{alias}.bf16_hw'] = 'yes' if f['cpu_bf16_hardware'] else 'no'
+        V[f'{alias}.gflops32'] = f['matmul_gflops_fp32']
+        V[f'{alias}.gflops16'] = f['matmul_gflops_bf16']
+        V[f'{alias}.commit'] = commit_label(f.get('provenance'))
+    for r in speed['runs']:
+        k = f"speed.{r['model']}"
+        V[f'{k}.step_s'], V[f'{k}.epoch_s'] = r['step_s_median'], r['epoch_s_est']
+        V[f'{k}.eval_s'], V[f'{k}.rss_mb'] = r['eval_s'], r['peak_rss_mb']
+    o = speed['official']
+    V['speed.official.epoch_s'], V['speed.official.eval_s'] = o['epoch_s_est'], o['eval_s']
+    V['speed.official.rss_mb'] = o['peak_rss_mb']
+    V['speed.official.eval_note'] = (f"extrapolated from {o['eval_batches_timed']} of {o['eval_batches_per_pass']} batches"
+                                     if o.get('eval_extrapolated') else 'measured, whole pass')
+    V['speed.epoch_x'], V['speed.eval_x'] = speed['speedup_epoch_vs_official'], speed['speedup_eval_vs_official']
+    V['speed.eval_goal'] = 'met' if speed['speedup_eval_vs_official'] >= 10 else 'not met'
+    rss = next(r['peak_rss_mb'] for r in speed['runs'] if r['model'] == 'ABXI_GCA')
+    V['speed.rss_goal'] = 'met' if rss <= 1500 else 'not met'
+    rows = []
+    for m, x in gca['models'].items():
+        ok = 'met' if x['pair_ratio_median'] <= gca['goal_ratio'] else 'not met'
+        rows.append(f"| {m}_GCA / {m} | {x['base_s_median']:.3f} s | {x['gca_s_median']:.3f} s | "
+                    f"{x['pair_ratio_median']:.3f} | {x['flop_ratio']:.3f} | {ok} |")
+    V['gca.table'] = '\n'.join(rows)
+    V['gca.goal'] = gca['goal_ratio']
+    V['gca.pairs'] = Span(x['pairs'] for x in gca['models'].values())
+
+
 def _h200_tables(V, runs):
     c0 = next(iter(runs.values())).config
     V['h200.setting'] = '\n'.join([
@@ -801,6 +835,8 @@ def page_values(sources):
         _llm_values(V, sources['llm'], sources['llm999'], sources['abxi.rows'], sources['root'])
     if 'quick' in have:
         _quick_values(V, sources['quick'])
+    if {'speed', 'gca_overhead'} <= have:
+        _speed_values(V, sources['speed'], sources['gca_overhead'])
     if {'cdsrnp', 'cdsrnp25', 'abxi'} <= have:
         _cdsrnp_values(V, sources['cdsrnp'], sources['cdsrnp25'])
         V['cdsrnp.seed'] = V['cdsrnp.base.seed']
