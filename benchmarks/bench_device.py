@@ -13,6 +13,9 @@ when there is one) and measures, with the device synchronised around each timing
   (``trainer._train_epoch``);
 - one evaluation pass (the trainer's evaluator on the validation split, the model's protocol);
 - peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the peak RSS on a CPU;
+- a profile of ``--profile_steps`` training steps: the top operators by self time (the device's on
+  a GPU) and the share of the matrix products, i.e. what limits a bf16 step once the products run
+  on bf16 hardware;
 - the device's seconds per converged run: (epoch + evaluation pass) x the epochs to the best
   epoch that the converged runs of the study store (``--study_store``) took for that model, where
   it has them.
@@ -46,6 +49,54 @@ def epochs_to_best(store_glob, model):
         if r.get('model') == model and not r.get('param_match') and r.get('stop_reason') == 'early_stopping':
             eps.append(r['best_epoch'] + 1)
     return (statistics.mean(eps), len(eps)) if eps else (None, 0)
+
+
+#: the matrix-product operators of a profile (what bf16 hardware speeds up); the rest is what
+#: limits a bf16 step once the products are fast
+MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'aten::matmul', 'aten::linear',
+              'aten::_scaled_dot_product_flash_attention', 'aten::_scaled_dot_product_efficient_attention',
+              'aten::_scaled_dot_product_flash_attention_for_cpu', 'aten::mkldnn_matmul')
+
+
+def summarise_profile(events, device_time, top=12):
+    """``{'total_ms', 'matmul_share', 'top': [{'op', 'self_ms', 'calls', 'share'}]}`` of profiler
+    ``events`` (``key_averages()``): self time per operator (the device's where ``device_time``)."""
+    def t(e):
+        return (getattr(e, 'self_device_time_total', 0) or getattr(e, 'self_cuda_time_total', 0)) if device_time \
+            else e.self_cpu_time_total
+    evs = [e for e in events if t(e) > 0]
+    total = sum(t(e) for e in evs)
+    mm = sum(t(e) for e in evs if e.key in MATMUL_OPS)
+    evs.sort(key=lambda e: -t(e))
+    return {'total_ms': total / 1e3, 'matmul_share': mm / total if total else None,
+            'top': [{'op': e.key, 'self_ms': t(e) / 1e3, 'calls': e.count, 'share': t(e) / total} for e in evs[:top]]}
+
+
+def step_profile(model, trainer, train, dev, steps):
+    """The top operators of ``steps`` training steps under torch's profiler (self time; on a GPU
+    the device's), and the share of the matrix products in it."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from recbole_ortho.utils.precision import autocast
+    cuda = torch.device(dev).type == 'cuda'
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    it = iter(train)
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(train)
+                batch = next(it)
+            batch = batch.to(dev)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            with autocast(trainer.precision, dev):
+                loss = model.calculate_loss(batch)
+            loss.backward()
+            trainer.optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+    return summarise_profile(prof.key_averages(), device_time=cuda)
 
 
 def worker(args):
@@ -97,6 +148,7 @@ def worker(args):
         sync()
         times.append(time.perf_counter() - t)
     step = statistics.median(times[1:])
+    profile = step_profile(model, trainer, train, dev, args.profile_steps) if args.profile_steps else None
     sync()
     t = time.perf_counter()
     trainer._train_epoch(train, 0)
@@ -111,7 +163,8 @@ def worker(args):
                       'device': torch.cuda.get_device_name(0) if cuda else cpu_model(), 'n_params': info['n_params'],
                       'step_s_median': step, 'batches_per_epoch': len(train), 'epoch_s_est': step * len(train),
                       'epoch_s': epoch, 'eval_s': ev, 'peak_mem_mb': peak,
-                      'peak_mem_kind': 'cuda max_memory_allocated' if cuda else 'process peak RSS'}))
+                      'peak_mem_kind': 'cuda max_memory_allocated' if cuda else 'process peak RSS',
+                      'profile': profile}))
 
 
 def main():
@@ -125,6 +178,8 @@ def main():
     p.add_argument('--study_store', default=os.path.join(REPO, 'results', 'sweeps', 'food_kitchen_study_*'),
                    help='run stores (a glob) whose converged runs give the epochs to the best epoch')
     p.add_argument('--timeout', type=int, default=1800, help='seconds per model and precision')
+    p.add_argument('--profile_steps', type=int, default=2,
+                   help='training steps under the profiler (top operators, matmul share; 0: none)')
     p.add_argument('--json_out')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--model', help=argparse.SUPPRESS)
@@ -142,7 +197,8 @@ def main():
         best, n_best = epochs_to_best(args.study_store, model)
         for prec in args.precisions.split(','):
             cmd = [sys.executable, __file__, '--worker', '--model', model, '--precision', prec, '--steps',
-                   str(args.steps), '--threads', str(args.threads), '--dataset', args.dataset] + \
+                   str(args.steps), '--threads', str(args.threads), '--dataset', args.dataset,
+                   '--profile_steps', str(args.profile_steps)] + \
                   (['--config_json', args.config_json] if args.config_json else [])
             try:
                 r = subprocess.run(cmd, cwd=os.getcwd(), env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -156,15 +212,19 @@ def main():
             results['runs'].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"{results['gpu'] or results['cpu']}, torch {results['torch']}")
-    print('| model | precision (ran) | step | epoch | eval pass | peak memory | device s / converged run |')
-    print('|---|---|---:|---:|---:|---:|---:|')
+    print('| model | precision (ran) | step | epoch | eval pass | peak memory | device s / converged run | '
+          'matmul share of a step | top operator besides the products |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---|')
     for r in results['runs']:
         if 'error' in r:
-            print(f"| {r['model']} | {r['precision_requested']} | failed: {r['error']} | | | | |")
+            print(f"| {r['model']} | {r['precision_requested']} | failed: {r['error']} | | | | | | |")
             continue
         conv = f"{r['device_s_per_converged_run']:.0f}" if r.get('device_s_per_converged_run') else 'n/a'
+        prof = r.get('profile') or {}
+        share = f"{prof['matmul_share']:.0%}" if prof.get('matmul_share') is not None else 'n/a'
+        other = next((f"{o['op']} ({o['share']:.0%})" for o in prof.get('top', []) if o['op'] not in MATMUL_OPS), 'n/a')
         print(f"| {r['model']} | {r['precision_requested']} ({r['precision']}) | {r['step_s_median']:.3f} s | "
-              f"{r['epoch_s']:.1f} s | {r['eval_s']:.2f} s | {r['peak_mem_mb']:,.0f} MB | {conv} |")
+              f"{r['epoch_s']:.1f} s | {r['eval_s']:.2f} s | {r['peak_mem_mb']:,.0f} MB | {conv} | {share} | {other} |")
     if args.json_out:
         from recbole_ortho.quick_start import write_json_atomic
         write_json_atomic(args.json_out, results)

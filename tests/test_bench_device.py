@@ -50,6 +50,26 @@ def test_bench_device_on_the_tiny_fixture(tiny, tmp_path):
         assert x['precision'] in ('fp32', 'bf16') and x['epochs_to_best'] == 5
         assert abs(x['device_s_per_converged_run'] - 5 * (x['epoch_s'] + x['eval_s'])) < 1e-9
     assert ok[0]['precision'] == 'fp32'
+    for x in ok:                                      # the profile of two steps: top operators, matmul share
+        prof = x['profile']
+        assert 0 < prof['matmul_share'] < 1 and prof['total_ms'] > 0
+        assert len(prof['top']) == 12 and abs(sum(o['share'] for o in prof['top']) - 1) < 1 and \
+            prof['top'][0]['self_ms'] >= prof['top'][-1]['self_ms']
+        assert any(o['op'] in ('aten::mm', 'aten::addmm', 'aten::bmm') for o in prof['top'])
     bad = [x for x in res['runs'] if 'error' in x]
     assert [x['model'] for x in bad] == ['NoSuchModel', 'NoSuchModel'] and all(x['error'] for x in bad)
     assert '| ABXI | bf16 (' in r.stdout and 'failed:' in r.stdout
+
+
+def test_summarise_profile_by_hand():
+    from bench_device import summarise_profile
+
+    class E:
+        def __init__(self, key, us, n):
+            self.key, self.self_cpu_time_total, self.count = key, us, n
+
+    out = summarise_profile([E('aten::mm', 600, 3), E('aten::add', 300, 9), E('aten::bmm', 100, 1), E('x', 0, 1)],
+                            device_time=False, top=2)
+    assert out['total_ms'] == 1.0 and out['matmul_share'] == 0.7
+    assert out['top'] == [{'op': 'aten::mm', 'self_ms': 0.6, 'calls': 3, 'share': 0.6},
+                          {'op': 'aten::add', 'self_ms': 0.3, 'calls': 9, 'share': 0.3}]
