@@ -190,7 +190,8 @@ def markdown(title, store, models, fell_back, rows, plot, out_dir):
               + _code_line(rows), '']
     if rows:
         lines += [f"Schedule: {cfg.get('epochs')} epochs, Adam lr {cfg.get('learning_rate')}, warm-up "
-                  f"{cfg.get('warmup_epochs')} epochs, the best validation epoch's weights tested; "
+                  f"{cfg.get('warmup_epochs')} epochs (a fixed budget: the runs stop at the cap, `epoch_cap`, by "
+                  f"design), the best validation epoch's weights tested; "
                   f"{cfg.get('eval_neg_num')} negatives per target (ABXI protocol). "
                   f"Machine(s): {', '.join(cpus)}. bf16 runs emulated by oneDNN (no bf16 hardware): {emu} of "
                   f"{sum(ran(r) == 'bf16' for r in rows)}.", '']
@@ -229,6 +230,8 @@ def markdown(title, store, models, fell_back, rows, plot, out_dir):
                 o = m['domains'][d]['ortho']
                 lines.append(f"| {m['model']} | {d} | {_fmt(o['fp32'], '.3f')} | {_fmt(o['bf16'], '.3f')} |")
     lines += ['', '## Time per epoch (training + validation, mean over runs)', '',
+              'Wall-clock time of the runs as they ran, on a machine shared with other work (a paused run '
+              'counts its pause): a cost estimate, not a benchmark. Emulated bf16 is not bf16 hardware\'s speed.', '',
               '| model | fp32 (s) | bf16 (s) | bf16 / fp32 | bf16 emulated | epochs run | stop reason |',
               '|---|---:|---:|---:|---|---|---|']
     for m in models:
