@@ -106,12 +106,13 @@ def test_precision_page_regenerates_and_checks(tmp_path):
     _write_run(str(results / 'sweeps' / 'prec'), 'ABXI_GCA', 1, 'fp32', 0.2, 0.1, ortho=(0.3, 0.25))
     (results / 'pages.yaml').write_text(
         'sources:\n  pr: {sweep: sweeps/prec}\n'
-        'precision_pages:\n  - {page: prec.md, sweep: pr, title: "bf16 ({{ pr.n_runs }} runs)"}\n')
+        'precision_pages:\n  - {page: prec.md, sweep: pr, pairs_planned: 4, title: "bf16 ({{ pr.n_runs }} runs)"}\n')
     reg = str(results / 'pages.yaml')
     assert regenerate(reg) == ['prec.md']
     text = (results / 'prec.md').read_text()
     assert text.startswith('# bf16 (13 runs)')
-    assert '| ABXI | 3 | **accepted** |' in text and '| CDSRNP | 3 | **not accepted** |' in text
+    assert '| ABXI | 3 | **accepted** (provisional: 3 of 4 pairs) |' in text
+    assert '| CDSRNP | 3 | **not accepted** (provisional: 3 of 4 pairs) |' in text
     assert '| ABXI_GCA | 0 | **pending** |' in text
     assert '| ABXI_GCA | A | 0.300 | n/a |' in text                  # the orthogonality table
     assert 'yes (not bf16 hardware speed)' in text
