@@ -72,28 +72,34 @@ def summarise_profile(events, device_time, top=12):
             'top': [{'op': e.key, 'self_ms': t(e) / 1e3, 'calls': e.count, 'share': t(e) / total} for e in evs[:top]]}
 
 
-def step_profile(model, trainer, train, dev, steps):
-    """The top operators of ``steps`` training steps under torch's profiler (self time; on a GPU
-    the device's), and the share of the matrix products in it."""
+def cycle(loader, dev):
+    """The loader's batches on ``dev``, started again at its end (a benchmark may take more steps
+    than one epoch has)."""
+    while True:
+        for batch in loader:
+            yield batch.to(dev)
+
+
+def train_step(model, trainer, batch, dev):
+    """One training step as the trainer takes it: autocast in its precision, backward, optimizer."""
+    from recbole_ortho.utils.precision import autocast
+    trainer.optimizer.zero_grad(set_to_none=True)
+    with autocast(trainer.precision, dev):
+        loss = model.calculate_loss(batch)
+    loss.backward()
+    trainer.optimizer.step()
+
+
+def step_profile(model, trainer, batches, dev, steps):
+    """The top operators of ``steps`` training steps (from ``batches``) under torch's profiler
+    (self time; on a GPU the device's), and the share of the matrix products in it."""
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from recbole_ortho.utils.precision import autocast
     cuda = torch.device(dev).type == 'cuda'
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    it = iter(train)
     with profile(activities=acts) as prof:
         for _ in range(steps):
-            try:
-                batch = next(it)
-            except StopIteration:
-                it = iter(train)
-                batch = next(it)
-            batch = batch.to(dev)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            with autocast(trainer.precision, dev):
-                loss = model.calculate_loss(batch)
-            loss.backward()
-            trainer.optimizer.step()
+            train_step(model, trainer, next(batches), dev)
         if cuda:
             torch.cuda.synchronize()
     return summarise_profile(prof.key_averages(), device_time=cuda)
@@ -108,7 +114,6 @@ def worker(args):
     from recbole_ortho.model.registry import get_model
     from recbole_ortho.quick_start import build_model
     from recbole_ortho.trainer import CDSRTrainer
-    from recbole_ortho.utils.precision import autocast
     from recbole_ortho.utils.provenance import cpu_model
     torch.set_num_threads(args.threads)
     cfg = {'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads,
@@ -129,26 +134,17 @@ def worker(args):
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    it, times = iter(train), []
+    batches, times = cycle(train, dev), []
     model.train()
     for k in range(args.steps + 1):
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(train)
-            batch = next(it)
-        batch = batch.to(dev)
+        batch = next(batches)
         sync()
         t = time.perf_counter()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        with autocast(trainer.precision, dev):
-            loss = model.calculate_loss(batch)
-        loss.backward()
-        trainer.optimizer.step()
+        train_step(model, trainer, batch, dev)
         sync()
         times.append(time.perf_counter() - t)
     step = statistics.median(times[1:])
-    profile = step_profile(model, trainer, train, dev, args.profile_steps) if args.profile_steps else None
+    profile = step_profile(model, trainer, batches, dev, args.profile_steps) if args.profile_steps else None
     sync()
     t = time.perf_counter()
     trainer._train_epoch(train, 0)

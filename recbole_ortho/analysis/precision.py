@@ -95,7 +95,8 @@ def summarise(rows, metric=METRIC):
             a16 = mean_ci([arms['bf16'][s][key] for s in sorted(arms['bf16'])])
             x16 = [arms['bf16'][s][key] for s in seeds]
             x32 = [arms['fp32'][s][key] for s in seeds]
-            diff = mean_ci(np.subtract(x16, x32)) if seeds else mean_ci([])
+            diffs = [float(v) for v in np.subtract(x16, x32)]
+            diff = mean_ci(diffs)
             test = paired_comparison(x16, x32)
             band = a32['std']
             if len(seeds) < 2 or math.isnan(band):
@@ -109,7 +110,7 @@ def summarise(rows, metric=METRIC):
                 vals = [arms[p][s][f'ortho_{d}_paper'] for s in sorted(arms[p])]
                 vals = [v for v in vals if v is not None and not math.isnan(v)]
                 ortho[p] = float(np.median(vals)) if vals else None
-            doms[d] = {'fp32': a32, 'bf16': a16, 'diff': diff, 'diffs': list(np.subtract(x16, x32)),
+            doms[d] = {'fp32': a32, 'bf16': a16, 'diff': diff, 'diffs': diffs,
                        'test': test, 'band': band,
                        'decision': decision, 'ortho': ortho,
                        'pct': 100 * diff['mean'] / a32['mean'] if seeds and a32['mean'] else math.nan}
