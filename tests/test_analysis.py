@@ -328,3 +328,11 @@ def test_the_readme_speed_block_states_each_goal_from_the_numbers():
     _speed_values(V, *_bench(9.9, 1501.0, {'ABXI': 1.15}))
     assert V['speed.eval_goal'] == 'not met' and V['speed.rss_goal'] == 'not met'
     assert V['gca.table'].endswith('| met |')                     # 1.15 itself meets "<= 1.15"
+    assert V['speed.eval_passes'] == 'one pass'                    # a file from before --eval_passes
+    speed, gca = _bench(12.0, 1400.0, {'ABXI': 1.1})
+    speed['runs'][0]['eval_s_all'] = [1.1, 1.0, 0.9]
+    speed['official'].update(eval_extrapolated=False, eval_s_all=[12.0, 11.0, 13.0])
+    V = {}
+    _speed_values(V, speed, gca)
+    assert V['speed.eval_passes'] == 'median of 3 passes'
+    assert V['speed.official.eval_note'] == 'measured, whole pass, median of 3 passes'

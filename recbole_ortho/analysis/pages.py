@@ -290,8 +290,12 @@ def _speed_values(V, speed, gca):
     o = speed['official']
     V['speed.official.epoch_s'], V['speed.official.eval_s'] = o['epoch_s_est'], o['eval_s']
     V['speed.official.rss_mb'] = o['peak_rss_mb']
+    def passes(r):                 # earlier files timed one pass and have no eval_s_all
+        n = len(r.get('eval_s_all') or [r['eval_s']])
+        return f'median of {n} passes' if n > 1 else 'one pass'
     V['speed.official.eval_note'] = (f"extrapolated from {o['eval_batches_timed']} of {o['eval_batches_per_pass']} batches"
-                                     if o.get('eval_extrapolated') else 'measured, whole pass')
+                                     if o.get('eval_extrapolated') else f'measured, whole pass, {passes(o)}')
+    V['speed.eval_passes'] = passes(speed['runs'][0])
     V['speed.epoch_x'], V['speed.eval_x'] = speed['speedup_epoch_vs_official'], speed['speedup_eval_vs_official']
     V['speed.eval_goal'] = 'met' if speed['speedup_eval_vs_official'] >= 10 else 'not met'
     rss = next(r['peak_rss_mb'] for r in speed['runs'] if r['model'] == 'ABXI_GCA')
