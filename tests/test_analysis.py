@@ -324,10 +324,17 @@ def test_the_readme_speed_block_states_each_goal_from_the_numbers():
     assert V['gca.table'].splitlines() == [
         '| ABXI_GCA / ABXI | 1.000 s | 1.140 s | 1.140 | 1.140 | met |',
         '| LLM4CDSR_GCA / LLM4CDSR | 1.000 s | 1.200 s | 1.200 | 1.200 | not met |']
+    assert V['gca.why'].startswith("LLM4CDSR_GCA's FLOP ratio (1.200) is itself above the goal")
     V = {}
     _speed_values(V, *_bench(9.9, 1501.0, {'ABXI': 1.15}))
     assert V['speed.eval_goal'] == 'not met' and V['speed.rss_goal'] == 'not met'
     assert V['gca.table'].endswith('| met |')                     # 1.15 itself meets "<= 1.15"
+    assert V['gca.why'] == 'Every ratio meets the goal.'
+    speed, gca = _bench(12.0, 1400.0, {'CDSRNP': 1.2})
+    gca['models']['CDSRNP']['flop_ratio'] = 1.05                  # slow, but not by its arithmetic
+    V = {}
+    _speed_values(V, speed, gca)
+    assert V['gca.why'].startswith("CDSRNP_GCA's FLOP ratio (1.050) is within the goal")
     assert V['speed.eval_passes'] == 'one pass'                    # a file from before --eval_passes
     speed, gca = _bench(12.0, 1400.0, {'ABXI': 1.1})
     speed['runs'][0]['eval_s_all'] = [1.1, 1.0, 0.9]
