@@ -173,8 +173,8 @@ def main():
     p.add_argument('--model', help=argparse.SUPPRESS)
     p.add_argument('--param_match', help=argparse.SUPPRESS)
     p.add_argument('--tree', help=argparse.SUPPRESS)
-    p.add_argument('--config_json', help=argparse.SUPPRESS)
-    p.add_argument('--dataset', default='food_kitchen', help=argparse.SUPPRESS)
+    p.add_argument('--config_json', help='settings (a JSON object) given to every model of ours, e.g. paths')
+    p.add_argument('--dataset', default='food_kitchen', help='dataset of our models (the official code: Food-Kitchen)')
     p.add_argument('--no_eval', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--compare_dir', help='another checkout of this repository: time both trees side by side')
     p.add_argument('--rounds', type=int, default=5, help='alternations of the two trees with --compare_dir')
@@ -194,8 +194,9 @@ def main():
         runs.append(('ABXI', 'ABXI_GCA'))
     for model, pm in runs:
         cmd = [sys.executable, __file__, '--worker', '--model', model, '--batches', str(args.batches),
-               '--threads', str(args.threads), '--eval_passes', str(args.eval_passes)] + (['--full_epoch'] if args.full_epoch else []) + \
-              (['--param_match', pm] if pm else [])
+               '--threads', str(args.threads), '--eval_passes', str(args.eval_passes), '--dataset', args.dataset]
+        cmd += (['--config_json', args.config_json] if args.config_json else []) + \
+            (['--full_epoch'] if args.full_epoch else []) + (['--param_match', pm] if pm else [])
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         if r.returncode:
             sys.exit(f'{model} failed:\n{r.stderr[-3000:]}')
