@@ -16,6 +16,9 @@ over the batches of:
 - the relative gradient error ``||g_bf16 - g_fp32|| / ||g_fp32||`` over all parameters, and per
   part of the model (the first component of the parameter's name, with its index for a list of
   modules: ``threads.1``, ``blocks.0``), largest first;
+- for a ``_GCA`` model, ``gca_input_norm``: the median row norm of the A and B states that enter its
+  GCA layers (per stage, in the fp32 pass of the first batch). The attention logits grow with its
+  square, and with them what bf16's rounding of the inputs does to the attention;
 - ``fp32_repeat_error``: the same error between two fp32 passes. Some models sum in no fixed order
   (sparse products, ``index_add_`` with threads), which moves it off 0 by about 1e-8; above
   ``REPEAT_LIMIT`` of the bf16 error the two passes did not see the same random draws, the
@@ -85,9 +88,20 @@ def model_errors(name, args):
     train, _, _ = data_preparation(config, data, getattr(get_model(name), 'train_format', 'prefix'))
     model, info = build_model(config, data)
     model.train()
+    norms = {}
+    if hasattr(model, 'gca'):                # the GCA layers' inputs, recorded once (fp32 pass, first batch)
+        hook = model.domain_interaction
+
+        def recording(stage, h_a, h_b, ctx):
+            if stage not in norms:
+                norms[stage] = [float(h.detach().float().norm(dim=-1).median()) for h in (h_a, h_b)]
+            return hook(stage, h_a, h_b, ctx)
+        model.domain_interaction = recording
     loss_rel, total, repeat, parts = [], [], [], {}
     for k, batch in zip(range(args.batches), train):
         l32, g32 = loss_and_grads(model, batch, 'fp32', k)
+        if 'domain_interaction' in vars(model):
+            del model.domain_interaction                      # the class's hook again
         _, g32_again = loss_and_grads(model, batch, 'fp32', k)
         l16, g16 = loss_and_grads(model, batch, 'bf16', k)
         repeat.append(relative_errors(g32, g32_again)[0])
@@ -101,7 +115,9 @@ def model_errors(name, args):
             'loss_rel_diff_median': statistics.median(loss_rel), 'grad_rel_error_median': statistics.median(total),
             'fp32_repeat_error': max(repeat),
             'parts': dict(sorted(med.items(), key=lambda kv: -kv[1])),
-            'worst_part': max(med, key=med.get)}
+            'worst_part': max(med, key=med.get), 'worst_part_error': max(med.values()),
+            'gca_input_norm': {str(k): v for k, v in sorted(norms.items())} or None,
+            'gca_input_norm_max': max((max(v) for v in norms.values()), default=None)}
 
 
 def main():
@@ -122,8 +138,9 @@ def main():
         r = model_errors(name, args)
         results['models'][name] = r
         top = ', '.join(f'{k} {v:.4f}' for k, v in list(r['parts'].items())[:3])
+        gca = f"; GCA input norm {r['gca_input_norm_max']:.2f}" if r['gca_input_norm'] else ''
         print(f"{name}: loss {r['loss_rel_diff_median']:+.2e}, gradients {r['grad_rel_error_median']:.4f} "
-              f"(largest: {top}); fp32 repeat {r['fp32_repeat_error']:.1e}", flush=True)
+              f"(largest: {top}); fp32 repeat {r['fp32_repeat_error']:.1e}{gca}", flush=True)
     if args.json_out:
         from recbole_ortho.quick_start import write_json_atomic
         write_json_atomic(args.json_out, results)

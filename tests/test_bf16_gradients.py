@@ -41,6 +41,9 @@ def test_bf16_gradients_on_the_tiny_fixture(tiny, tmp_path):
         assert m['batches'] == 2 and m['fp32_repeat_error'] == 0.0
         assert 0 < m['grad_rel_error_median'] < 0.5                   # bf16 moved the gradients, a little
         assert m['worst_part'] == next(iter(m['parts']))
+    assert res['models']['ABXI']['gca_input_norm'] is None
+    norm = res['models']['ABXI_GCA']['gca_input_norm']
+    assert list(norm) == ['0'] and len(norm['0']) == 2 and min(norm['0']) > 0   # gca_positions [0]: one stage
     gca_parts = [[p for p in res['models'][n]['parts'] if p.split('.')[0] == 'gca'] for n in ('ABXI', 'ABXI_GCA')]
     assert gca_parts[0] == [] and gca_parts[1]                       # the GCA layers: a part of their own
     assert res['provenance']['git_commit'] and 'ABXI_GCA: loss' in r.stdout
