@@ -72,6 +72,8 @@ def test_the_rule_by_hand(tmp_path):
     assert d['diff']['mean'] == pytest.approx(np.mean(diffs))
     assert (d['diff']['ci_low'], d['diff']['ci_high']) == pytest.approx((np.mean(diffs) - half, np.mean(diffs) + half))
     assert d['band'] == pytest.approx(0.01)                 # the fp32 runs' seed sd
+    assert d['band_ci'] == pytest.approx((0.01 * (2 / sps.chi2.ppf(0.975, 2)) ** 0.5,      # 3 seeds: df 2
+                                          0.01 * (2 / sps.chi2.ppf(0.025, 2)) ** 0.5))
     assert d['decision'] == P.ACCEPTED and abxi['decision'] == P.ACCEPTED
     cd = models[1]                                          # B is 0.03 + 0.001 s off: its interval leaves +-0.01
     assert cd['domains']['A']['decision'] == P.ACCEPTED and cd['domains']['B']['decision'] == P.REJECTED

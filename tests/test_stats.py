@@ -121,3 +121,14 @@ def test_bootstrap_correlation_skips_constant_resamples():
     b = np.array([[0.190, 0.193, 0.197], [0.190, 0.193, 0.197]])
     r = _row_pearson(a, b)
     assert np.isnan(r[0]) and r[1] == pytest.approx(np.corrcoef(a[1], b[1])[0, 1])
+
+
+def test_sd_interval_against_chi_square_tables():
+    from recbole_ortho.analysis.stats import sd_interval
+    # chi-square quantiles (df 1: 0.000982, 5.024; df 2: 0.0506, 7.378): sd * sqrt(df / q)
+    lo, hi = sd_interval(1.0, 2)
+    assert lo == pytest.approx((1 / 5.0239) ** 0.5, rel=1e-3) and hi == pytest.approx((1 / 0.000982) ** 0.5, rel=1e-3)
+    lo, hi = sd_interval(0.002, 3)
+    assert lo == pytest.approx(0.002 * (2 / 7.3778) ** 0.5, rel=1e-3)
+    assert hi == pytest.approx(0.002 * (2 / 0.050636) ** 0.5, rel=1e-3)
+    assert all(math.isnan(v) for v in sd_interval(0.1, 1)) and all(math.isnan(v) for v in sd_interval(math.nan, 3))

@@ -30,7 +30,7 @@ from collections import defaultdict
 import numpy as np
 
 from recbole_ortho.analysis.report import _outside_legend, _save_png, _styles, _write_csv
-from recbole_ortho.analysis.stats import mean_ci, paired_comparison
+from recbole_ortho.analysis.stats import mean_ci, paired_comparison, sd_interval
 from recbole_ortho.analysis.study import _code_line, _fmt
 
 METRIC = 'ndcg@10'
@@ -111,7 +111,7 @@ def summarise(rows, metric=METRIC):
                 vals = [v for v in vals if v is not None and not math.isnan(v)]
                 ortho[p] = float(np.median(vals)) if vals else None
             doms[d] = {'fp32': a32, 'bf16': a16, 'diff': diff, 'diffs': diffs,
-                       'test': test, 'band': band,
+                       'test': test, 'band': band, 'band_ci': sd_interval(band, a32['n']),
                        'decision': decision, 'ortho': ortho,
                        'pct': 100 * diff['mean'] / a32['mean'] if seeds and a32['mean'] else math.nan}
         decisions = [doms[d]['decision'] for d in 'AB']
@@ -124,6 +124,11 @@ def summarise(rows, metric=METRIC):
                        'stop': sorted({r.get('stop_reason') or 'unknown' for p in PRECISIONS for r in arms[p].values()}),
                        'epochs': sorted({r.get('epochs_run') for p in PRECISIONS for r in arms[p].values()})})
     return models, fell_back
+
+
+def _interval(lo_hi):
+    lo, hi = lo_hi
+    return 'n/a' if math.isnan(lo) else f'[{lo:.4f}, {hi:.4f}]'
 
 
 def _why(m):
@@ -199,7 +204,11 @@ def markdown(title, store, models, fell_back, rows, plot, out_dir, pairs_planned
     lines += ['**Rule** (fixed before the runs): bf16 becomes a sweep default for a model only where the 95 % '
               'interval of the paired difference bf16 − fp32 in test NDCG@10 lies within ±1 seed standard '
               'deviation (of the model\'s fp32 runs) of zero, in both domains. A pair is one model and seed in both '
-              'precisions (same data, initial weights and batch order).', '']
+              'precisions (same data, initial weights and batch order).', '',
+              'The band is estimated from the model\'s few fp32 seeds, so it is uncertain itself. Two seeds '
+              'that happen to agree give a narrow band that almost no interval fits. The table gives its 95 % '
+              'interval (chi-square). The decision still follows the rule as fixed. A decision whose band '
+              'interval is wide is weak either way.', '']
     lines += ['## Decision per model', '',
               '| model | pairs | bf16 as a sweep default | intervals against ±1 seed sd |',
               '|---|---:|---|---|']
@@ -212,8 +221,8 @@ def markdown(title, store, models, fell_back, rows, plot, out_dir, pairs_planned
         return '\n'.join(lines)
     lines += ['', '## Test NDCG@10', '',
               '| model | domain | fp32: mean ± sd (runs) | bf16: mean ± sd (runs) | bf16 − fp32 [95 % interval] '
-              '| % of fp32 | paired t p | seed sd (fp32) | within ±1 sd |',
-              '|---|---|---:|---:|---:|---:|---:|---:|---|']
+              '| % of fp32 | paired t p | seed sd (fp32) | its 95 % interval | within ±1 sd |',
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---|']
     for m in models:
         for d in 'AB':
             x = m['domains'][d]
@@ -222,7 +231,8 @@ def markdown(title, store, models, fell_back, rows, plot, out_dir, pairs_planned
                   if not math.isnan(diff['ci_low']) else _fmt(diff['mean'], '+.4f'))
             lines.append(f"| {m['model']} | {d} | {_fmt(a32['mean'])} ± {_fmt(a32['std'])} ({a32['n']}) | "
                          f"{_fmt(a16['mean'])} ± {_fmt(a16['std'])} ({a16['n']}) | {ci} | {_fmt(x['pct'], '+.1f')} | "
-                         f"{_fmt(x['test']['p_t'], '.3f')} | {_fmt(x['band'])} | {x['decision']} |")
+                         f"{_fmt(x['test']['p_t'], '.3f')} | {_fmt(x['band'])} | {_interval(x['band_ci'])} | "
+                         f"{x['decision']} |")
     gca = [m for m in models if any(m['domains'][d]['ortho']['fp32'] is not None for d in 'AB')]
     if gca:
         lines += ['', '## Orthogonality (GCA models)', '',

@@ -161,6 +161,16 @@ def correlation(x, y, n_boot=2000, seed=0, level=0.95):
     return out
 
 
+def sd_interval(sd, n, level=0.95):
+    """``(low, high)``: the ``level`` interval of a normal population's standard deviation from a
+    sample sd over ``n`` values (chi-square with ``n - 1`` degrees of freedom); NaNs below 2 values.
+    With 2 values it spans 0.45x to 32x the sample sd, with 3 values 0.52x to 6.3x."""
+    if n < 2 or sd is None or math.isnan(sd):
+        return math.nan, math.nan
+    df, tail = n - 1, (1 - level) / 2
+    return sd * math.sqrt(df / sps.chi2.ppf(1 - tail, df)), sd * math.sqrt(df / sps.chi2.ppf(tail, df))
+
+
 def fisher_interval(r, n, level=0.95):
     """The Fisher-z interval of a Pearson ``r`` from ``n`` points: tanh(atanh(r) -/+ z / sqrt(n - 3));
     NaN for ``n <= 3`` or an undefined ``r``."""
