@@ -53,14 +53,17 @@ def epochs_to_best(store_glob, model):
 
 #: the matrix-product operators of a profile (what bf16 hardware speeds up); the rest is what
 #: limits a bf16 step once the products are fast
-MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'aten::matmul', 'aten::linear',
+MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::addmm_', 'aten::bmm', 'aten::baddbmm', 'aten::baddbmm_',
+              'aten::addbmm', 'aten::addbmm_', 'aten::matmul', 'aten::linear',
               'aten::_scaled_dot_product_flash_attention', 'aten::_scaled_dot_product_efficient_attention',
               'aten::_scaled_dot_product_flash_attention_for_cpu', 'aten::mkldnn_matmul')
 
 
 def summarise_profile(events, device_time, top=12):
-    """``{'total_ms', 'matmul_share', 'top': [{'op', 'self_ms', 'calls', 'share'}]}`` of profiler
-    ``events`` (``key_averages()``): self time per operator (the device's where ``device_time``)."""
+    """``{'total_ms', 'matmul_share', 'products_only_bound', 'top': [{'op', 'self_ms', 'calls', 'share'}]}``
+    of profiler ``events`` (``key_averages()``): self time per operator (the device's where
+    ``device_time``). ``products_only_bound`` = 1 / (1 - matmul_share): the most the step could
+    speed up if only the matrix products got faster (Amdahl), however fast they got."""
     def t(e):
         return (getattr(e, 'self_device_time_total', 0) or getattr(e, 'self_cuda_time_total', 0)) if device_time \
             else e.self_cpu_time_total
@@ -68,7 +71,9 @@ def summarise_profile(events, device_time, top=12):
     total = sum(t(e) for e in evs)
     mm = sum(t(e) for e in evs if e.key in MATMUL_OPS)
     evs.sort(key=lambda e: -t(e))
-    return {'total_ms': total / 1e3, 'matmul_share': mm / total if total else None,
+    share = mm / total if total else None
+    return {'total_ms': total / 1e3, 'matmul_share': share,
+            'products_only_bound': 1 / (1 - share) if share is not None and share < 1 else None,
             'top': [{'op': e.key, 'self_ms': t(e) / 1e3, 'calls': e.count, 'share': t(e) / total} for e in evs[:top]]}
 
 
@@ -209,18 +214,19 @@ def main():
             print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"{results['gpu'] or results['cpu']}, torch {results['torch']}")
     print('| model | precision (ran) | step | epoch | eval pass | peak memory | device s / converged run | '
-          'matmul share of a step | top operator besides the products |')
-    print('|---|---|---:|---:|---:|---:|---:|---:|---|')
+          'matmul share of a step | step speed-up bound, products only | top operator besides the products |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---|')
     for r in results['runs']:
         if 'error' in r:
-            print(f"| {r['model']} | {r['precision_requested']} | failed: {r['error']} | | | | | | |")
+            print(f"| {r['model']} | {r['precision_requested']} | failed: {r['error']} | | | | | | | |")
             continue
         conv = f"{r['device_s_per_converged_run']:.0f}" if r.get('device_s_per_converged_run') else 'n/a'
         prof = r.get('profile') or {}
         share = f"{prof['matmul_share']:.0%}" if prof.get('matmul_share') is not None else 'n/a'
+        bound = f"{prof['products_only_bound']:.2f}x" if prof.get('products_only_bound') else 'n/a'
         other = next((f"{o['op']} ({o['share']:.0%})" for o in prof.get('top', []) if o['op'] not in MATMUL_OPS), 'n/a')
         print(f"| {r['model']} | {r['precision_requested']} ({r['precision']}) | {r['step_s_median']:.3f} s | "
-              f"{r['epoch_s']:.1f} s | {r['eval_s']:.2f} s | {r['peak_mem_mb']:,.0f} MB | {conv} | {share} | {other} |")
+              f"{r['epoch_s']:.1f} s | {r['eval_s']:.2f} s | {r['peak_mem_mb']:,.0f} MB | {conv} | {share} | {bound} | {other} |")
     if args.json_out:
         from recbole_ortho.quick_start import write_json_atomic
         write_json_atomic(args.json_out, results)

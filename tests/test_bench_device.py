@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'benchmarks'))
 
@@ -71,5 +73,8 @@ def test_summarise_profile_by_hand():
     out = summarise_profile([E('aten::mm', 600, 3), E('aten::add', 300, 9), E('aten::bmm', 100, 1), E('x', 0, 1)],
                             device_time=False, top=2)
     assert out['total_ms'] == 1.0 and out['matmul_share'] == 0.7
+    assert out['products_only_bound'] == pytest.approx(1 / 0.3)
+    inplace = summarise_profile([E('aten::addmm_', 500, 2), E('aten::mul', 500, 4)], device_time=False)
+    assert inplace['matmul_share'] == 0.5 and inplace['products_only_bound'] == 2.0   # addmm_ is a product too
     assert out['top'] == [{'op': 'aten::mm', 'self_ms': 0.6, 'calls': 3, 'share': 0.6},
                           {'op': 'aten::add', 'self_ms': 0.3, 'calls': 9, 'share': 0.3}]
