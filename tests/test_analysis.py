@@ -343,3 +343,21 @@ def test_the_readme_speed_block_states_each_goal_from_the_numbers():
     _speed_values(V, speed, gca)
     assert V['speed.eval_passes'] == 'median of 3 passes'
     assert V['speed.official.eval_note'] == 'measured, whole pass, median of 3 passes'
+
+
+def test_the_readme_bf16_bound_comes_from_the_profile():
+    from recbole_ortho.analysis.pages import _device_profile_values
+
+    def dev(shares):
+        return {'cpu': 'Test CPU', 'provenance': {'git_commit': 'c' * 40, 'git_dirty': False},
+                'runs': [{'model': m, 'precision': 'fp32',
+                          'profile': {'matmul_share': s, 'products_only_bound': 1 / (1 - s)}} for m, s in shares.items()]}
+    V = {}
+    _device_profile_values(V, dev({'ABXI': 0.56, 'ABXI_GCA': 0.5}))
+    assert V['cpudev.ABXI.share'] == pytest.approx(56.0) and V['cpudev.ABXI_GCA.bound'] == pytest.approx(2.0)
+    assert V['cpudev.verdict'].startswith('so faster products alone cannot') and V['cpudev.commit'] == 'ccccccc'
+    V = {}
+    _device_profile_values(V, dev({'ABXI': 0.7, 'ABXI_GCA': 0.7}))            # bound 3.3x: reachable
+    assert V['cpudev.verdict'] == 'so faster products alone could meet the goal'
+    with pytest.raises(ValueError, match='ABXI_GCA'):
+        _device_profile_values({}, dev({'ABXI': 0.5}))

@@ -321,6 +321,25 @@ def _speed_values(V, speed, gca):
     V['gca.pairs'] = Span(x['pairs'] for x in gca['models'].values())
 
 
+def _device_profile_values(V, dev, goal=2.5):
+    """The bf16 speed goal against an fp32 profile (``benchmarks/bench_device.py``): per model, the
+    matrix products' share of a step and the Amdahl bound 1 / (1 - share) of a step whose products
+    alone get faster; whether that bound reaches ``goal`` for ABXI and ABXI_GCA."""
+    from recbole_ortho.analysis.provenance import commit_label
+    V['cpudev.cpu'], V['cpudev.commit'] = dev['cpu'], commit_label(dev.get('provenance'))
+    runs = {r['model']: r for r in dev['runs'] if r.get('precision') == 'fp32' and r.get('profile')}
+    missing = [m for m in ('ABXI', 'ABXI_GCA') if m not in runs]
+    if missing:
+        raise ValueError(f"the device profile file has no fp32 profile of {', '.join(missing)}")
+    for m in ('ABXI', 'ABXI_GCA'):
+        p = runs[m]['profile']
+        V[f'cpudev.{m}.share'], V[f'cpudev.{m}.bound'] = 100 * p['matmul_share'], p['products_only_bound']
+    below = all(runs[m]['profile']['products_only_bound'] < goal for m in ('ABXI', 'ABXI_GCA'))
+    V['cpudev.verdict'] = ('so faster products alone cannot meet the goal: the other operators must gain too'
+                           if below else 'so faster products alone could meet the goal')
+    V['cpudev.goal'] = goal
+
+
 def _h200_tables(V, runs):
     c0 = next(iter(runs.values())).config
     V['h200.setting'] = '\n'.join([
@@ -852,6 +871,8 @@ def page_values(sources):
         _quick_values(V, sources['quick'])
     if {'speed', 'gca_overhead'} <= have:
         _speed_values(V, sources['speed'], sources['gca_overhead'])
+    if 'cpu_device' in have:
+        _device_profile_values(V, sources['cpu_device'])
     if {'cdsrnp', 'cdsrnp25', 'abxi'} <= have:
         _cdsrnp_values(V, sources['cdsrnp'], sources['cdsrnp25'])
         V['cdsrnp.seed'] = V['cdsrnp.base.seed']
