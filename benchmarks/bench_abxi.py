@@ -54,6 +54,24 @@ def machine_facts(threads):
             'matmul_gflops_fp32': _matmul_gflops(threads), 'matmul_gflops_bf16': _matmul_gflops(threads, dtype='bf16')}
 
 
+def bench_setup(model, dataset, settings):
+    """What a benchmark builds for ``model``, as ``run_recbole_ortho.py`` does: the config (quiet,
+    no checkpoint; ``settings`` on top), the seed, the dataset, its splits in the model's training
+    format and the model. Returns ``(config, data, (train, valid, test), model, info)``."""
+    from recbole.utils import init_seed
+    from recbole_ortho.config import Config
+    from recbole_ortho.data import create_dataset, data_preparation
+    from recbole_ortho.model.registry import get_model
+    from recbole_ortho.quick_start import build_model
+    config = Config(model=model, dataset=dataset,
+                    config_dict=dict({'show_progress': False, 'save_model': False, 'state': 'WARNING'}, **settings))
+    init_seed(config['seed'], config['reproducibility'])
+    data = create_dataset(config)
+    splits = data_preparation(config, data, getattr(get_model(model), 'train_format', 'prefix'))
+    net, info = build_model(config, data)
+    return config, data, splits, net, info
+
+
 def _matmul_gflops(threads, n=2048, reps=5, dtype='fp32'):
     import torch
     torch.set_num_threads(threads)

@@ -113,22 +113,12 @@ def step_profile(model, trainer, batches, dev, steps):
 def worker(args):
     import torch
     sys.argv = [sys.argv[0]]
-    from recbole.utils import init_seed
-    from recbole_ortho.config import Config
-    from recbole_ortho.data import create_dataset, data_preparation
-    from recbole_ortho.model.registry import get_model
-    from recbole_ortho.quick_start import build_model
+    from bench_abxi import bench_setup
     from recbole_ortho.trainer import CDSRTrainer
     from recbole_ortho.utils.provenance import cpu_model
     torch.set_num_threads(args.threads)
-    cfg = {'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads,
-           'precision': args.precision}
-    cfg.update(json.loads(args.config_json or '{}'))
-    config = Config(model=args.model, dataset=args.dataset, config_dict=cfg)
-    init_seed(config['seed'], config['reproducibility'])
-    data = create_dataset(config)
-    train, valid, _ = data_preparation(config, data, getattr(get_model(args.model), 'train_format', 'prefix'))
-    model, info = build_model(config, data)
+    settings = dict({'threads': args.threads, 'precision': args.precision}, **json.loads(args.config_json or '{}'))
+    config, data, (train, valid, _), model, info = bench_setup(args.model, args.dataset, settings)
     trainer = CDSRTrainer(config, model, data)
     dev = trainer.device
     cuda = torch.device(dev).type == 'cuda'

@@ -64,7 +64,6 @@ def loss_and_grads(model, batch, precision, seed):
 
 def relative_errors(g_ref, g_new):
     """``(overall, {part: error})``: ``||g_new - g_ref|| / ||g_ref||`` over all gradients and per part."""
-    import torch
     num, den = {}, {}
     for n, g in g_ref.items():
         k = part_of(n)
@@ -75,18 +74,9 @@ def relative_errors(g_ref, g_new):
 
 
 def model_errors(name, args):
-    from recbole.utils import init_seed
-    from recbole_ortho.config import Config
-    from recbole_ortho.data import create_dataset, data_preparation
-    from recbole_ortho.model.registry import get_model
-    from recbole_ortho.quick_start import build_model
-    cfg = {'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads}
-    cfg.update(json.loads(args.config_json or '{}'))
-    config = Config(model=name, dataset=args.dataset, config_dict=cfg)
-    init_seed(config['seed'], config['reproducibility'])
-    data = create_dataset(config)
-    train, _, _ = data_preparation(config, data, getattr(get_model(name), 'train_format', 'prefix'))
-    model, info = build_model(config, data)
+    from bench_abxi import bench_setup
+    settings = dict({'threads': args.threads}, **json.loads(args.config_json or '{}'))
+    _, _, (train, _, _), model, info = bench_setup(name, args.dataset, settings)
     model.train()
     norms = {}
     if hasattr(model, 'gca'):                # the GCA layers' inputs, recorded once (fp32 pass, first batch)
