@@ -138,6 +138,46 @@ def main_table(rows):
     return out
 
 
+def cost_summary(stores, expected):
+    """What the study has cost and what is still to run, per run store: ``stores`` is a list of
+    ``(arm, store name, rows)``; ``expected`` the registry's runs per arm when finished (the main
+    arm's split evenly over its stores, and a main store's over the three roles). Hours are the runs'
+    wall time (``wall_time_s``: one run at a time on the machine that ran it, a paused run counting
+    its pause). The runs still to come are estimated at the mean wall time of the finished runs of
+    the same store and role (of the same store where the role has none yet); a store with no
+    finished run has no estimate (None). Returns ``(rows, totals)``."""
+    per_arm = defaultdict(int)
+    for arm, _, _ in stores:
+        per_arm[arm] += 1
+    out = []
+    for arm, name, rows in stores:
+        want = expected.get(arm)
+        if want is not None and arm == 'main':
+            want = want / per_arm['main']
+        want = int(want) if want is not None and float(want).is_integer() else None
+        hours = [r['wall_time_s'] / 3600 for r in rows]
+        mean_h = float(np.mean(hours)) if hours else None
+        todo = None if want is None else max(want - len(rows), 0)
+        todo_h = None
+        if todo == 0:
+            todo_h = 0.0
+        elif todo and mean_h is not None:
+            if arm == 'main' and want % len(ROLES) == 0:
+                todo_h = 0.0
+                for ro in ROLES:
+                    done = [r['wall_time_s'] / 3600 for r in rows if role(r) == ro]
+                    todo_h += max(want // len(ROLES) - len(done), 0) * (float(np.mean(done)) if done else mean_h)
+            else:
+                todo_h = todo * mean_h
+        out.append({'arm': arm, 'store': name, 'runs': len(rows), 'expected': want, 'hours': float(sum(hours)),
+                    'mean_h': mean_h, 'todo': todo, 'todo_h': todo_h})
+    known = [e['todo_h'] for e in out if e['todo_h'] is not None]
+    totals = {'runs': sum(e['runs'] for e in out), 'hours': sum(e['hours'] for e in out),
+              'todo': sum(e['todo'] for e in out if e['todo'] is not None),
+              'todo_h': sum(known), 'unestimated': [e['store'] for e in out if e['todo'] and e['todo_h'] is None]}
+    return out, totals
+
+
 def primary(rows, n_boot=2000):
     """The declared comparison: per base model and domain, GCA_early against the matched base on
     test NDCG@10, paired by seed over the seeds where both runs converged; Holm over this family
@@ -616,7 +656,7 @@ def _plot_cause(cause, main_gca, out_dir, render):
 
 
 def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, scaling, cause, positions, verdict,
-             plots, out_dir):
+             plots, out_dir, cost=None):
     exp = entry.get('expected') or {}
     n_main = len(main)
     lines = [f'# {title}', '',
@@ -652,6 +692,8 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
                      f"{_fmt(e['wall_h']['mean'], '.2f')} | {_fmt(e['to_best_h']['mean'], '.2f')} | "
                      f"{_fmt(e['best_epoch']['mean'], '.1f')} | "
                      + ', '.join(f'{k} {v}' for k, v in e['stop_reasons'].items()) + ' |')
+    if cost:
+        lines += _cost_lines(*cost)
     lines += ['', '## The declared comparison (confirmatory)', '',
               'GCA_early against the base widened to its parameter count, test NDCG@10, domains A and B, per base '
               'model; declared in each main-arm sweep spec (`primary`) before any run. Per seed: paired t-test over '
@@ -740,6 +782,23 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
     return '\n'.join(lines)
 
 
+def _cost_lines(rows, totals):
+    lines = ['', '### What the study has cost, and what is still to run', '',
+             'Hours: the finished runs\' wall time, one run at a time on the machine that ran it (a paused run counts '
+             'its pause). Still to run: the runs the arm has when finished, less those finished, at the mean wall time '
+             'of the same store\'s finished runs of the same variant (an estimate; none for a store without a '
+             'finished run).', '',
+             '| arm | run store | runs finished | hours so far | hours per run (mean) | runs to come | hours to come (estimate) |',
+             '|---|---|---:|---:|---:|---:|---:|']
+    for e in rows:
+        lines.append(f"| {e['arm']} | `{e['store']}` | {e['runs']}" + (f" of {e['expected']}" if e['expected'] is not None else '')
+                     + f" | {e['hours']:.1f} | {_fmt(e['mean_h'], '.2f')} | {_fmt(e['todo'], 'd')} | "
+                     + ('unknown (no run yet)' if e['todo'] and e['todo_h'] is None else _fmt(e['todo_h'], '.1f')) + ' |')
+    lines.append(f"| all | | {totals['runs']} | {totals['hours']:.1f} | | {totals['todo']} | {totals['todo_h']:.1f}"
+                 + (' + unknown' if totals['unestimated'] else '') + ' |')
+    return lines
+
+
 def _code_line(rows):
     """Which package code made the runs (their provenance's commit; ``+dirty``: uncommitted
     changes; ``unknown``: none recorded)."""
@@ -784,8 +843,13 @@ def write_study_page(sources, entry, out_md, title, render_plots=True):
              'scaling': _plot_scaling(scaling, plot_dir, render_plots),
              'training_curves': _plot_curves(main, plot_dir, render_plots),
              'cause_ablation': _plot_cause(cause, ref, plot_dir, render_plots)}
+    stores = [('main', entry['stores'][i], arm_rows(sources[f'{a}.rows'], 'main'))
+              for i, a in enumerate(entry['main'])]
+    stores += [(arm, os.path.relpath(sources[f'{entry[arm]}.dir'], sources['root']), rows)
+               for arm, rows in (('scaling', scaling_rows), ('cause', cause_rows)) if entry.get(arm)]
+    cost = cost_summary(stores, entry.get('expected') or {})
     text = markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, scaling, cause, positions, verdict,
-                    plots, out_dir)
+                    plots, out_dir, cost)
     with open(out_md + '.tmp', 'w') as f:
         f.write(text + '\n')
     os.replace(out_md + '.tmp', out_md)
