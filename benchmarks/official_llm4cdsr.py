@@ -416,7 +416,7 @@ def run(ns: argparse.Namespace) -> dict:
         'num_workers': args.num_workers,
         'device': str(trainer.device),
         'official_argv': argv[1:],
-        'official_dir': ns.official_dir,
+        'official_dir': '<official checkout>',           # no machine's path in a committed result
         'setproctitle_stubbed': stubbed,
         'torch': torch.__version__,
         'input': prep,

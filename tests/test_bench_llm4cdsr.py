@@ -33,6 +33,7 @@ def test_official_driver_small_batch(tmp_path):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res == json.loads(out.read_text())
     assert res['features'] == 'random' and res['detect_anomaly'] is True and res['device'] == 'cpu'
+    assert res['official_dir'] == '<official checkout>'           # no machine's path in a result
     assert res['batch_size'] == 4 and res['max_len'] == 200 and np.isfinite(res['losses'][0])
     assert res['eval_s'] > 0 and res['eval_batches_per_pass'] == 72
     inp = res['input']
