@@ -322,3 +322,12 @@ def test_cost_summary_sums_hours_and_estimates_the_runs_to_come_per_variant():
     assert done[0]['todo'] == 0 and done[0]['todo_h'] == 0.0
     none, _ = study.cost_summary([('cause', 'c', cause)], {})
     assert none[0]['expected'] is None and none[0]['todo_h'] is None
+
+
+def test_precision_line_counts_what_each_run_recorded():
+    rows = [dict(r, precision='fp32') for r in main_arm(0.01)[:3]] + [dict(r, precision=None) for r in main_arm(0.01)[:1]]
+    assert study._precision_line(rows) == ('Precision the runs ran in: fp32 (3 runs), not recorded (1 run). A run '
+                                           'without a record was made before the `precision` setting existed, when '
+                                           'every run was fp32.')
+    assert study._precision_line([dict(rows[0], precision='bf16')]) == 'Precision the runs ran in: bf16 (1 run).'
+    assert study._precision_line([]) == 'Precision: no run yet.'

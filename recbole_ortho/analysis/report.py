@@ -82,7 +82,9 @@ def load_rows(sweep_dir):
                'data_time_s': res.get('data_time_s') or 0.0,
                'param_match': (res.get('param_match') or {}).get('target_model'),
                'result_path': path, 'provenance': res.get('provenance'), 'code': commit_label(res.get('provenance')),
-               'eval_ties': ((res.get('config') or {}).get('eval_ties') or 'optimistic')}
+               'eval_ties': ((res.get('config') or {}).get('eval_ties') or 'optimistic'),
+               # the precision that ran (None: a run made before the setting existed, all of them fp32)
+               'precision': res.get('precision')}
         for phase in ('valid', 'test'):
             for d in ('A', 'B'):
                 for m in METRICS:

@@ -670,7 +670,7 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
              + f", cause arm {len(cause_rows)}" + (f" of {exp['cause']}" if exp.get('cause') else '') + '. '
              'A run counts as converged when early stopping ended it; one that reached the epoch cap or the time '
              'budget is flagged (column "stopped by") and left out of every test.', '',
-             _code_line(main + scaling_rows + cause_rows), '',
+             _code_line(main + scaling_rows + cause_rows), '', _precision_line(main + scaling_rows + cause_rows), '',
              '## Verdict, one row per claim', '',
              '| claim | status | the numbers behind it |', '|---|---|---|']
     lines += [f"| {v['claim']} | **{v['status']}** | {v['numbers']} |" for v in verdict]
@@ -797,6 +797,20 @@ def _cost_lines(rows, totals):
     lines.append(f"| all | | {totals['runs']} | {totals['hours']:.1f} | | {totals['todo']} | {totals['todo_h']:.1f}"
                  + (' + unknown' if totals['unestimated'] else '') + ' |')
     return lines
+
+
+def _precision_line(rows):
+    """Which precision the runs ran in (the result's ``precision``; none recorded: a run made before
+    the setting existed, when every run was fp32)."""
+    by = defaultdict(int)
+    for r in rows:
+        by[r.get('precision') or 'not recorded'] += 1
+    if not by:
+        return 'Precision: no run yet.'
+    parts = ', '.join(f'{p} ({_runs(n)})' for p, n in sorted(by.items()))
+    tail = (' A run without a record was made before the `precision` setting existed, when every run was fp32.'
+            if 'not recorded' in by else '')
+    return f'Precision the runs ran in: {parts}.{tail}'
 
 
 def _code_line(rows):
