@@ -136,3 +136,16 @@ def test_registry_refuses_a_precision_page_without_a_sweep_source(tmp_path):
     with pytest.raises(ValueError, match=r"precision page p.md: sweep 'x' is not a sweep source"):
         Registry(p)
 
+
+
+def test_readme_sentence_lists_each_decision(tmp_path):
+    from recbole_ortho.analysis.pages import _precision_values
+    rows, _ = _rows(tmp_path)
+    V = {}
+    _precision_values(V, rows)
+    assert V['precision.verdicts'] == 'accepted for ABXI; not accepted for CDSRNP'
+    one_pair = [r for r in rows if r['seed'] == 1 or r['model'] == 'ABXI']
+    _precision_values(V, one_pair)
+    assert V['precision.verdicts'] == 'accepted for ABXI; pending for CDSRNP'
+    _precision_values(V, [])
+    assert V['precision.verdicts'] == 'none yet'

@@ -340,6 +340,20 @@ def _device_profile_values(V, dev, goal=2.5):
     V['cpudev.goal'] = goal
 
 
+def _precision_values(V, rows):
+    """``precision.verdicts``: the bf16 accuracy check's decision per model (the rule of
+    :mod:`recbole_ortho.analysis.precision`), e.g. ``accepted for ABXI and ABXI_GCA; not accepted
+    for LLM4CDSR``; ``none yet`` before a run."""
+    from recbole_ortho.analysis.precision import ACCEPTED, PENDING, REJECTED, summarise
+    models, _ = summarise(rows) if rows else ([], None)
+    parts = []
+    for decision in (ACCEPTED, REJECTED, PENDING):
+        names = [m['model'] for m in models if m['decision'] == decision]
+        if names:
+            parts.append(f'{decision} for {joined(names)}')
+    V['precision.verdicts'] = '; '.join(parts) or 'none yet'
+
+
 def _h200_tables(V, runs):
     c0 = next(iter(runs.values())).config
     V['h200.setting'] = '\n'.join([
@@ -873,6 +887,8 @@ def page_values(sources):
         _speed_values(V, sources['speed'], sources['gca_overhead'])
     if 'cpu_device' in have:
         _device_profile_values(V, sources['cpu_device'])
+    if 'precision' in have:
+        _precision_values(V, sources['precision.rows'])
     if {'cdsrnp', 'cdsrnp25', 'abxi'} <= have:
         _cdsrnp_values(V, sources['cdsrnp'], sources['cdsrnp25'])
         V['cdsrnp.seed'] = V['cdsrnp.base.seed']
