@@ -213,13 +213,16 @@ def run_recbole_ortho(model=None, dataset=None, config_file_list=None, config_di
     logger.info(set_color('best valid ', 'yellow') + '\n' + results_table(valid_result, config['metrics'], digits))
     logger.info(set_color('test result', 'yellow') + '\n' + results_table(test_result, config['metrics'], digits))
 
+    t_process = perf_counter() - t_start
     result = {
         'model': config['model'], 'dataset': config['dataset'],
         'valid': valid_result, 'test': test_result, 'n_params': info['n_params'],
         'best_epoch': trainer.best_epoch, 'epochs_run': len(trainer.trace),
         'stopped_by_time_budget': trainer.stopped_by_budget, 'stop_reason': trainer.stop_reason,
         'best_valid_score': best_score,
-        'trace': trainer.trace, 'data_time_s': t_data, 'wall_time_s': perf_counter() - t_start,
+        # the whole run: a resumed run adds the fitting time of the processes before it (its last checkpoint's)
+        'trace': trainer.trace, 'data_time_s': t_data,
+        'wall_time_s': t_process + trainer.fit_time_before_s, 'wall_time_process_s': t_process,
         'checkpoint': trainer.saved_model_file if (saved and config['save_model'] and keep_checkpoints) else None,
         'config': {k: config.final_config_dict[k] for k in sorted(config.final_config_dict)},
         'precision': trainer.precision,          # what ran (precision: bf16 falls back to fp32 without bf16 hardware)

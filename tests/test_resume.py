@@ -94,6 +94,9 @@ def test_killed_after_epoch_2_and_resumed_equals_an_uninterrupted_run(tiny, tmp_
     res = run_recbole_ortho(model=model, dataset='tiny', config_dict=config_for(cfg, tmp_path, 'kill', model, epochs=5,
                                                                                 resume=last))
     assert res['resumed_from'] == {'checkpoint': last, 'epoch': 2}
+    # wall_time_s is the whole run: this process's time plus the fitting time before the checkpoint
+    assert res['wall_time_s'] == pytest.approx(res['wall_time_process_s'] + ckpt['fit_time_s'], abs=0.01)
+    assert ckpt['fit_time_s'] > 0 and full['wall_time_s'] == full['wall_time_process_s']
     for key in ('valid', 'test', 'best_epoch', 'best_valid_score', 'epochs_run', 'stop_reason'):
         assert same(full[key], res[key]), key
     assert len(res['trace']) == 5 and same(untimed(full['trace']), untimed(res['trace']))

@@ -331,3 +331,13 @@ def test_precision_line_counts_what_each_run_recorded():
                                            'every run was fp32.')
     assert study._precision_line([dict(rows[0], precision='bf16')]) == 'Precision the runs ran in: bf16 (1 run).'
     assert study._precision_line([]) == 'Precision: no run yet.'
+
+
+def test_run_wall_adds_the_time_before_an_older_results_resume():
+    from recbole_ortho.analysis.report import run_wall_s
+    trace = [{'epoch': e, 'train_time_s': 10.0, 'valid_time_s': 1.0} for e in range(6)]
+    old = {'wall_time_s': 40.0, 'trace': trace, 'resumed_from': {'checkpoint': 'x-last.pth', 'epoch': 2}}
+    assert run_wall_s(old) == pytest.approx(40.0 + 3 * 11.0)        # epochs 0-2 ran in the earlier process
+    assert run_wall_s(dict(old, resumed_from=None)) == 40.0           # not resumed: as written
+    new = dict(old, wall_time_s=73.5, wall_time_process_s=40.0)     # since wall_time_process_s: the whole run
+    assert run_wall_s(new) == 73.5

@@ -62,6 +62,19 @@ def base_model(model):
         return None
 
 
+def run_wall_s(res):
+    """The whole run's wall time in seconds. A result written since ``wall_time_process_s`` exists
+    has it in ``wall_time_s``; in an older resumed one (``resumed_from``) ``wall_time_s`` is the last
+    process's alone, so the training and validation time of the epochs up to the resumed checkpoint
+    (from the trace) is added."""
+    wall = res.get('wall_time_s')
+    if wall is None or 'wall_time_process_s' in res or not res.get('resumed_from'):
+        return wall
+    upto = res['resumed_from'].get('epoch', -1)
+    return wall + sum((e.get('train_time_s') or 0.0) + (e.get('valid_time_s') or 0.0)
+                      for e in res.get('trace') or [] if e['epoch'] <= upto)
+
+
 def load_rows(sweep_dir):
     """One flat row per finished run: its spec, counts, per-domain test/valid metrics and
     orthogonality statistics (every summary). A ``_GCA`` model run without a grid (its spec's
@@ -78,7 +91,7 @@ def load_rows(sweep_dir):
                'variant': variant, 'settings': spec['settings'], 'n_params': res['n_params'],
                'epochs_run': res.get('epochs_run'), 'best_epoch': res.get('best_epoch'),
                'stop_reason': res.get('stop_reason'), 'config': res.get('config') or {},
-               'wall_time_s': res.get('wall_time_s'), 'trace': res.get('trace', []),
+               'wall_time_s': run_wall_s(res), 'trace': res.get('trace', []),
                'data_time_s': res.get('data_time_s') or 0.0,
                'param_match': (res.get('param_match') or {}).get('target_model'),
                'result_path': path, 'provenance': res.get('provenance'), 'code': commit_label(res.get('provenance')),

@@ -279,6 +279,11 @@ class CDSRTrainer:
                 self.config['tensorboard_dir'], f"{self.config['model']}-{self.config['dataset']}-{self.stamp}"))
         return self._tensorboard
 
+    @property
+    def fit_time_before_s(self):
+        """Seconds that the processes before this one spent fitting this run (0 unless resumed)."""
+        return self._fit_time_before
+
     def _build_optimizer(self):
         name = self.config['learner'].lower()
         lr, wd = self.config['learning_rate'], self.config['weight_decay']
