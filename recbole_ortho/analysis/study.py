@@ -799,15 +799,21 @@ def _cost_lines(rows, totals):
     return lines
 
 
+def _tally(rows, key, missing):
+    """``(counts, text)``: how many ``rows`` hold each value of ``key`` (``missing`` for none), and
+    ``"a (2 runs), b (1 run)"``."""
+    by = defaultdict(int)
+    for r in rows:
+        by[r.get(key) or missing] += 1
+    return by, ', '.join(f'{v} ({_runs(n)})' for v, n in sorted(by.items()))
+
+
 def _precision_line(rows):
     """Which precision the runs ran in (the result's ``precision``; none recorded: a run made before
     the setting existed, when every run was fp32)."""
-    by = defaultdict(int)
-    for r in rows:
-        by[r.get('precision') or 'not recorded'] += 1
+    by, parts = _tally(rows, 'precision', 'not recorded')
     if not by:
         return 'Precision: no run yet.'
-    parts = ', '.join(f'{p} ({_runs(n)})' for p, n in sorted(by.items()))
     tail = (' A run without a record was made before the `precision` setting existed, when every run was fp32.'
             if 'not recorded' in by else '')
     return f'Precision the runs ran in: {parts}.{tail}'
@@ -816,12 +822,9 @@ def _precision_line(rows):
 def _code_line(rows):
     """Which package code made the runs (their provenance's commit; ``+dirty``: uncommitted
     changes; ``unknown``: none recorded)."""
-    by = defaultdict(int)
-    for r in rows:
-        by[r.get('code') or 'unknown'] += 1
+    by, parts = _tally(rows, 'code', 'unknown')
     if not by:
         return 'Code behind the runs: no run yet.'
-    parts = ', '.join(f'{c} ({n} run{"s" if n != 1 else ""})' for c, n in sorted(by.items()))
     one = 'one commit' if len(by) == 1 else f'{len(by)} commits: compare across them only where the code agrees'
     return f'Code behind the runs ({one}): {parts}.'
 
@@ -829,12 +832,15 @@ def _code_line(rows):
 def write_study_page(sources, entry, out_md, title, render_plots=True):
     """Build the study page ``out_md`` (plots in ``<out_md without .md>_plots/``) from the loaded
     ``sources`` (:func:`recbole_ortho.analysis.pages.load_sources`) and its registry ``entry``."""
-    main = [r for alias in entry['main'] for r in arm_rows(sources[f'{alias}.rows'], 'main')]
-    scaling_rows = arm_rows(sources[f"{entry['scaling']}.rows"], 'scaling') if entry.get('scaling') else []
-    cause_rows = arm_rows(sources[f"{entry['cause']}.rows"], 'cause') if entry.get('cause') else []
+    # (arm, source alias) of every run store, the main arm's first: their rows are tagged once
+    arms = [('main', a) for a in entry['main']] + [(k, entry[k]) for k in ('scaling', 'cause') if entry.get(k)]
+    stores = [(arm, os.path.relpath(sources[f'{a}.dir'], sources['root']), arm_rows(sources[f'{a}.rows'], arm))
+              for arm, a in arms]
+    main = [r for arm, _, rows in stores if arm == 'main' for r in rows]
+    scaling_rows = next((rows for arm, _, rows in stores if arm == 'scaling'), [])
+    cause_rows = next((rows for arm, _, rows in stores if arm == 'cause'), [])
     pos_rows = arm_rows(sources[f"{entry['positions']}.rows"], 'positions') if entry.get('positions') else []
-    entry = dict(entry, stores=[os.path.relpath(sources[f'{a}.dir'], sources['root'])
-                                for a in entry['main'] + [entry[k] for k in ('scaling', 'cause') if entry.get(k)]])
+    entry = dict(entry, stores=[name for _, name, _ in stores])
     if entry.get('positions'):
         entry['positions_store'] = os.path.relpath(sources[f"{entry['positions']}.dir"], sources['root'])
     prim = primary(main)
@@ -857,10 +863,6 @@ def write_study_page(sources, entry, out_md, title, render_plots=True):
              'scaling': _plot_scaling(scaling, plot_dir, render_plots),
              'training_curves': _plot_curves(main, plot_dir, render_plots),
              'cause_ablation': _plot_cause(cause, ref, plot_dir, render_plots)}
-    stores = [('main', entry['stores'][i], arm_rows(sources[f'{a}.rows'], 'main'))
-              for i, a in enumerate(entry['main'])]
-    stores += [(arm, os.path.relpath(sources[f'{entry[arm]}.dir'], sources['root']), rows)
-               for arm, rows in (('scaling', scaling_rows), ('cause', cause_rows)) if entry.get(arm)]
     cost = cost_summary(stores, entry.get('expected') or {})
     text = markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, scaling, cause, positions, verdict,
                     plots, out_dir, cost)
