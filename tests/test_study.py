@@ -175,6 +175,35 @@ def test_cause_arm_penalty_against_gca_early():
     assert _verdict(main, 5)['status'] == f'{OPEN} (cause arm not run yet)'
 
 
+def test_cause_arm_pairs_each_change_alone():
+    """A penalised gate is compared with the same gate unpenalised (not with GCA_early); another gate
+    without penalty with GCA_early; hand-computed differences; the verdict reads the penalty rows only."""
+    main = main_arm(0.01)
+    gca = {r['seed']: r for r in main if study.role(r) == 'gca'}
+
+    def cause_row(s, gate, weight, da, db):
+        return row('ABXI_GCA', s, gca[s]['test_A_ndcg@10'] + da, gca[s]['test_B_ndcg@10'] + db, role='gca',
+                   label=f'gca_gate={gate}, gca_ortho_weight={weight}', config={'gca_gate': gate, 'gca_ortho_weight': weight})
+    # scalar gate: 0.02 below GCA_early; with the penalty a further +0.001 / +0.002 (+ seed noise)
+    cause = [cause_row(s, 'scalar', 0.0, -0.02, -0.02) for s in SEEDS[:3]]
+    cause += [cause_row(s, 'scalar', 1.0, -0.019 + NOISE[s] / 10, -0.018) for s in SEEDS[:3]]
+    out = {(c['label'], c['domain']): c for c in study.cause_summary(cause, list(gca.values()))}
+    pen_a = out[('gca_gate=scalar, gca_ortho_weight=1.0', 'A')]
+    assert pen_a['against'] == 'gca_gate=scalar, no penalty' and pen_a['seeds'] == [1, 2, 3]
+    assert pen_a['comparison']['mean_diff'] == pytest.approx(0.001 + np.mean([NOISE[s] / 10 for s in SEEDS[:3]]))
+    assert out[('gca_gate=scalar, gca_ortho_weight=1.0', 'B')]['comparison']['mean_diff'] == pytest.approx(0.002)
+    gate = out[('gca_gate=scalar, gca_ortho_weight=0.0', 'A')]
+    assert gate['against'] == 'GCA_early' and gate['comparison']['mean_diff'] == pytest.approx(-0.02)
+    v = _verdict(main, 5, cause_rows=cause)
+    assert 'gca_gate=scalar, gca_ortho_weight=1.0 B: +0.0020' in v['numbers']
+    assert 'gca_ortho_weight=0.0' not in v['numbers']          # a gate change is not the penalty's effect
+    # without the unpenalised scalar runs the penalised ones have nothing to pair with: no verdict yet
+    alone = study.cause_summary(cause[3:], list(gca.values()))
+    assert all(c['seeds'] == [] for c in alone)
+    assert _verdict(main, 5, cause_rows=cause[3:])['status'] == \
+        f'{OPEN} (no penalised configuration with 2 seeds paired with its gate unpenalised yet)'
+
+
 def test_position_summary_pairs_placements_of_equal_other_settings():
     rows = []
     for s in SEEDS[:3]:

@@ -59,6 +59,28 @@ def test_expansion_grid_seeds_and_matched_bases(tiny, tmp_path):
     assert not {r.run_id for r in other} & {r.run_id for r in runs}
 
 
+def test_excluded_grid_points_are_not_run(tiny, tmp_path):
+    """``exclude`` drops a grid point (and the matched base of a parameter count only it had); the
+    other runs keep the ids of the full expansion; a point the grid lacks, or an excluded primary, is an error."""
+    _, cfg = tiny
+    full = expand(load_spec(write_spec(tmp_path)), data_root=cfg['data_path'])
+    models = {'ABXI': {}, 'ABXI_GCA': {'grid': {'gca_layernorm': [True, False]}, 'exclude': [{'gca_layernorm': False}]}}
+    runs = expand(load_spec(write_spec(tmp_path, models=models)), data_root=cfg['data_path'])
+    # 2 seeds x (base, the GCA point left, the base matched to its count); 10 without the exclusion
+    assert len(runs) == 6 and len(full) == 10
+    assert {r.variant for r in runs if r.model == 'ABXI_GCA'} == {'gca_layernorm=true'}
+    assert {r.settings['gca_layernorm'] for r in runs if r.settings.get('param_match')} == {True}
+    assert {r.run_id for r in runs} < {r.run_id for r in full}
+    bad = {'ABXI_GCA': {'grid': {'gca_layernorm': [True, False]}, 'exclude': [{'gca_layernorm': 'maybe'}]}}
+    with pytest.raises(ConfigError, match=r'models.ABXI_GCA.exclude\[0\]: .* is not a grid point'):
+        load_spec(write_spec(tmp_path, models=bad))
+    with pytest.raises(ConfigError, match='models.ABXI.exclude: the model has no grid'):
+        load_spec(write_spec(tmp_path, models={'ABXI': {'exclude': [{}]}}))
+    with pytest.raises(ConfigError, match=r'primary.variant: .* is excluded'):
+        load_spec(write_spec(tmp_path, models=models, primary={'model': 'ABXI_GCA', 'against': 'matched',
+                                                               'variant': {'gca_layernorm': False}}))
+
+
 def test_local_sweep_runs_everything_once(tiny, tmp_path):
     _, cfg = tiny
     spec = write_spec(tmp_path, models={'ABXI_GCA': {'grid': {'gca_activation': ['sigmoid', 'tanh']}}},

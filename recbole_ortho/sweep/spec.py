@@ -14,6 +14,7 @@ A sweep spec (yaml) and its expansion into runs.
       ABXI_GCA:
         grid: {gca_positions: [[0], [0, 1]], gca_activation: [sigmoid, tanh]}
         # or a RecBole .hyper file of `choice` lines:  grid_file: abxi_gca.hyper
+        exclude: [{gca_positions: [0, 1], gca_activation: tanh}]   # grid points not to run (optional)
     param_matched: true      # + the base model widened to each distinct parameter count of the variants
     primary:                 # the declared (confirmatory) comparison; a list of such for several
       model: ABXI_GCA
@@ -27,6 +28,9 @@ A run is (model, dataset, settings, seed); its id is a hash of those, of the res
 dataset's content fingerprint and of the package version, so the same run gets the same id in
 any process, and a change of code version, data or defaults gives a new one. ``primary`` (and
 ``name``) describe the analysis, not the runs: they enter no run id.
+
+``exclude`` leaves grid points out, each named by one value of every grid key (a point the grid
+does not have is an error): e.g. a point that another sweep runs already, with the same settings.
 
 ``primary`` declares the comparisons the sweep is for (:func:`check_primary`): the analysis
 Holm-corrects those alone (one per dataset and domain for each entry) and calls every other
@@ -50,6 +54,8 @@ import yaml
 from recbole_ortho.utils.errors import ConfigError
 
 SPEC_KEYS = ('datasets', 'seeds', 'settings', 'models', 'param_matched', 'name', 'primary')
+#: the keys of a ``models`` entry
+MODEL_KEYS = ('grid', 'grid_file', 'settings', 'exclude')
 #: the keys of a ``primary`` entry
 PRIMARY_KEYS = ('model', 'variant', 'against', 'metric', 'domains')
 #: what a GCA variant is compared with: its base model, or the base widened to its parameter count
@@ -145,9 +151,9 @@ def load_spec(path):
     models = {}
     for model, m in spec['models'].items():
         m = dict(m or {})
-        bad = set(m) - {'grid', 'grid_file', 'settings'}
+        bad = set(m) - set(MODEL_KEYS)
         if bad:
-            raise ConfigError(f'{where}: models.{model}: unknown keys {sorted(bad)} (grid, grid_file, settings)')
+            raise ConfigError(f'{where}: models.{model}: unknown keys {sorted(bad)} ({", ".join(MODEL_KEYS)})')
         grid = dict(m.get('grid') or {})
         if m.get('grid_file'):
             gf = m['grid_file'] if os.path.isabs(m['grid_file']) else os.path.join(os.path.dirname(path), m['grid_file'])
@@ -155,13 +161,29 @@ def load_spec(path):
         for k, v in grid.items():
             if not isinstance(v, list) or not v:
                 raise ConfigError(f'{where}: models.{model}.grid.{k} must be a non-empty list')
-        models[model] = {'grid': grid, 'settings': dict(m.get('settings') or {})}
+        exclude = _check_exclude(m.get('exclude'), grid, f'{where}: models.{model}.exclude')
+        models[model] = {'grid': grid, 'settings': dict(m.get('settings') or {}), 'exclude': exclude}
     spec['models'] = models
     spec['settings'] = dict(spec.get('settings') or {})
     spec['param_matched'] = bool(spec.get('param_matched', False))
     spec['name'] = spec.get('name') or os.path.splitext(where)[0]
     spec['primary'] = check_primary(spec, where) if spec.get('primary') is not None else []
     return spec
+
+
+def _check_exclude(exclude, grid, where):
+    """The ``exclude`` list of a model entry: grid points (``{key: value}``, one value of every
+    grid key) to leave out; an error names the entry that is not one."""
+    if exclude is None:
+        return []
+    if not isinstance(exclude, list):
+        raise ConfigError(f'{where} must be a list of grid points, got {exclude!r}')
+    if exclude and not grid:
+        raise ConfigError(f'{where}: the model has no grid to exclude points from')
+    for i, point in enumerate(exclude):
+        if not isinstance(point, dict) or set(point) != set(grid) or any(point[k] not in grid[k] for k in grid):
+            raise ConfigError(f'{where}[{i}]: {point!r} is not a grid point (one value of each of {grid})')
+    return [dict(p) for p in exclude]
 
 
 def check_primary(spec, where='spec'):
@@ -200,6 +222,9 @@ def check_primary(spec, where='spec'):
                     any(point[k] not in grid[k] for k in grid):
                 raise ConfigError(f'{where}: {key}.variant: {point!r} is not a grid point of {model} '
                                   f'(one value of each of {grid})')
+            if point in spec['models'][model].get('exclude', []):
+                raise ConfigError(f'{where}: {key}.variant: {point!r} is excluded (models.{model}.exclude): '
+                                  f'the sweep does not run it')
             label = variant_label(point)
         elif point:
             raise ConfigError(f'{where}: {key}.variant: {model} has no grid in this sweep; leave variant out')
@@ -280,7 +305,7 @@ def expand(spec, data_root=None):
             common = dict(spec['settings'], **({'data_path': data_root} if data_root else {}))
             fingerprint = None
             for model, m in spec['models'].items():
-                points = grid_points(m['grid'])
+                points = [p for p in grid_points(m['grid']) if p not in m.get('exclude', [])]
                 base_cfg = Config(model=model, dataset=dataset, config_dict=dict(common, **m['settings']))
                 if fingerprint is None:
                     ensure_prepared(base_cfg)
