@@ -255,7 +255,7 @@ def test_study_page_regenerates_and_checks(tmp_path):
     text = (results / 'study.md').read_text()
     assert text.startswith('# Study (15 runs)')
     assert 'Runs finished: main arm 15 of 15' in text
-    assert '| main | `results/sweeps/study` | 15 of 15 | 15.0 | 1.00 | 0 | 0.0 |' in text
+    assert '| main | `results/sweeps/study` | 15 of 15 | 15.0 | 15.0 | 1.00 | 0 | 0.0 |' in text
     assert '| GCA beats the parameter-matched base, in every setting (declared comparison) | **holds here** |' in text
     for png in ('ortho_vs_ndcg10', 'training_curves', 'scaling_ndcg10_vs_params'):
         assert (results / 'study_plots' / f'{png}.png').stat().st_size > 1000
@@ -333,19 +333,25 @@ def test_cost_summary_sums_hours_and_estimates_the_runs_to_come_per_variant():
     rows = main_arm(0.01)[:5]                     # seed 1: base, matched, gca; seed 2: base, matched
     for r, h in zip(rows, (1.0, 2.0, 3.0, 1.5, 2.5)):
         r['wall_time_s'] = 3600.0 * h
-    cause = [row('ABXI_GCA', 1, 0.2, 0.1, role='gca')]          # 1 h
+        r['provenance'] = {'device': {'threads': 2}}
+    rows[4]['provenance'] = None                  # seed 2 matched: 1 thread from its setting, 2.5 core-hours
+    rows[4]['config'] = {'threads': 1}
+    cause = [row('ABXI_GCA', 1, 0.2, 0.1, role='gca')]          # 1 h, no thread count recorded: 1 core-hour
     stores = [('main', 'abxi', rows), ('main', 'llm', []), ('cause', 'cause', cause), ('scaling', 'sc', [])]
     out, tot = study.cost_summary(stores, {'main': 30, 'cause': 4, 'scaling': 6})
     abxi, llm, cau, sc = out
     assert abxi['expected'] == 15 and abxi['runs'] == 5 and abxi['hours'] == pytest.approx(10.0)
-    # each variant's missing seeds at that variant's mean: base 3 x 1.25 h, matched 3 x 2.25 h, gca 4 x 3 h
-    # (the store's mean, 2 h, would give 20 h)
-    assert abxi['todo'] == 10 and abxi['todo_h'] == pytest.approx(3 * 1.25 + 3 * 2.25 + 4 * 3.0)
+    assert abxi['core_h'] == pytest.approx(2 * (1.0 + 2.0 + 3.0 + 1.5) + 2.5)
+    # each variant's missing seeds at that variant's mean core-hours: base 3 x 2.5, matched 3 x (4 + 2.5) / 2,
+    # gca 4 x 6 (the store's mean, 3.5, would give 35)
+    assert abxi['todo'] == 10 and abxi['todo_h'] == pytest.approx(3 * 2.5 + 3 * 3.25 + 4 * 6.0)
+    assert abxi['mean_h'] == pytest.approx(17.5 / 5)
     assert llm['expected'] == 15 and llm['todo'] == 15 and llm['todo_h'] is None
-    assert cau['todo'] == 3 and cau['todo_h'] == pytest.approx(3.0)
+    assert cau['todo'] == 3 and cau['todo_h'] == pytest.approx(3.0) and cau['core_h'] == pytest.approx(1.0)
     assert sc['todo_h'] is None
     assert tot['runs'] == 6 and tot['hours'] == pytest.approx(11.0) and tot['todo'] == 10 + 15 + 3 + 6
-    assert tot['todo_h'] == pytest.approx(22.5 + 3.0) and tot['unestimated'] == ['llm', 'sc']
+    assert tot['core_h'] == pytest.approx(18.5)
+    assert tot['todo_h'] == pytest.approx(41.25 + 3.0) and tot['unestimated'] == ['llm', 'sc']
     # a finished store costs nothing more; an arm without an expected count has no estimate
     done, _ = study.cost_summary([('main', 'abxi', main_arm(0.01))], {'main': 15})
     assert done[0]['todo'] == 0 and done[0]['todo_h'] == 0.0

@@ -139,14 +139,27 @@ def main_table(rows):
     return out
 
 
+def run_threads(row):
+    """The CPU threads a run used (``provenance.device.threads``, else its ``threads`` setting; 1
+    where it recorded neither)."""
+    dev = (row.get('provenance') or {}).get('device') or {}
+    return int(dev.get('threads') or (row.get('config') or {}).get('threads') or 1)
+
+
+def core_hours(row):
+    """A run's cost in core-hours: its wall time times the threads it used (two 1-thread runs side by
+    side on 2 cores cost what one 2-thread run of the same wall time does)."""
+    return row['wall_time_s'] * run_threads(row) / 3600
+
+
 def cost_summary(stores, expected):
     """What the study has cost and what is still to run, per run store: ``stores`` is a list of
     ``(arm, store name, rows)``; ``expected`` the registry's runs per arm when finished (the main
-    arm's split evenly over its stores, and a main store's over the three roles). Hours are the runs'
-    wall time (``wall_time_s``: one run at a time on the machine that ran it, a paused run counting
-    its pause). The runs still to come are estimated at the mean wall time of the finished runs of
-    the same store and role (of the same store where the role has none yet); a store with no
-    finished run has no estimate (None). Returns ``(rows, totals)``."""
+    arm's split evenly over its stores, and a main store's over the three roles). ``hours`` is the
+    runs' wall time (``wall_time_s``, a paused run counting its pause), ``core_h`` their
+    :func:`core_hours`. The runs still to come are estimated in core-hours at the mean of the
+    finished runs of the same store and role (of the same store where the role has none yet); a
+    store with no finished run has no estimate (None). Returns ``(rows, totals)``."""
     per_arm = defaultdict(int)
     for arm, _, _ in stores:
         per_arm[arm] += 1
@@ -156,8 +169,8 @@ def cost_summary(stores, expected):
         if want is not None and arm == 'main':
             want = want / per_arm['main']
         want = int(want) if want is not None and float(want).is_integer() else None
-        hours = [r['wall_time_s'] / 3600 for r in rows]
-        mean_h = float(np.mean(hours)) if hours else None
+        cores = [core_hours(r) for r in rows]
+        mean_h = float(np.mean(cores)) if cores else None
         todo = None if want is None else max(want - len(rows), 0)
         todo_h = None
         if todo == 0:
@@ -166,14 +179,16 @@ def cost_summary(stores, expected):
             if arm == 'main' and want % len(ROLES) == 0:
                 todo_h = 0.0
                 for ro in ROLES:
-                    done = [r['wall_time_s'] / 3600 for r in rows if role(r) == ro]
+                    done = [core_hours(r) for r in rows if role(r) == ro]
                     todo_h += max(want // len(ROLES) - len(done), 0) * (float(np.mean(done)) if done else mean_h)
             else:
                 todo_h = todo * mean_h
-        out.append({'arm': arm, 'store': name, 'runs': len(rows), 'expected': want, 'hours': float(sum(hours)),
+        out.append({'arm': arm, 'store': name, 'runs': len(rows), 'expected': want,
+                    'hours': float(sum(r['wall_time_s'] for r in rows) / 3600), 'core_h': float(sum(cores)),
                     'mean_h': mean_h, 'todo': todo, 'todo_h': todo_h})
     known = [e['todo_h'] for e in out if e['todo_h'] is not None]
     totals = {'runs': sum(e['runs'] for e in out), 'hours': sum(e['hours'] for e in out),
+              'core_h': sum(e['core_h'] for e in out),
               'todo': sum(e['todo'] for e in out if e['todo'] is not None),
               'todo_h': sum(known), 'unestimated': [e['store'] for e in out if e['todo'] and e['todo_h'] is None]}
     return out, totals
@@ -806,18 +821,20 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
 
 def _cost_lines(rows, totals):
     lines = ['', '### What the study has cost, and what is still to run', '',
-             'Hours: the finished runs\' wall time, one run at a time on the machine that ran it (a paused run counts '
-             'its pause). Still to run: the runs the arm has when finished, less those finished, at the mean wall time '
-             'of the same store\'s finished runs of the same variant (an estimate; none for a store without a '
-             'finished run).', '',
-             '| arm | run store | runs finished | hours so far | hours per run (mean) | runs to come | hours to come (estimate) |',
-             '|---|---|---:|---:|---:|---:|---:|']
+             'Wall hours: the finished runs\' wall time on the machine that ran each (a paused run counts its pause). '
+             'Core-hours: wall time times the CPU threads the run used (two 1-thread runs side by side on 2 cores '
+             'cost what one 2-thread run of the same wall time does). Still to run: the runs the arm has when '
+             'finished, less those finished, at the mean core-hours of the same store\'s finished runs of the same '
+             'variant (an estimate; none for a store without a finished run).', '',
+             '| arm | run store | runs finished | wall hours so far | core-hours so far | core-hours per run (mean) | '
+             'runs to come | core-hours to come (estimate) |',
+             '|---|---|---:|---:|---:|---:|---:|---:|']
     for e in rows:
         lines.append(f"| {e['arm']} | `{e['store']}` | {e['runs']}" + (f" of {e['expected']}" if e['expected'] is not None else '')
-                     + f" | {e['hours']:.1f} | {_fmt(e['mean_h'], '.2f')} | {_fmt(e['todo'], 'd')} | "
+                     + f" | {e['hours']:.1f} | {e['core_h']:.1f} | {_fmt(e['mean_h'], '.2f')} | {_fmt(e['todo'], 'd')} | "
                      + ('unknown (no run yet)' if e['todo'] and e['todo_h'] is None else _fmt(e['todo_h'], '.1f')) + ' |')
-    lines.append(f"| all | | {totals['runs']} | {totals['hours']:.1f} | | {totals['todo']} | {totals['todo_h']:.1f}"
-                 + (' + unknown' if totals['unestimated'] else '') + ' |')
+    lines.append(f"| all | | {totals['runs']} | {totals['hours']:.1f} | {totals['core_h']:.1f} | | {totals['todo']} | "
+                 f"{totals['todo_h']:.1f}" + (' + unknown' if totals['unestimated'] else '') + ' |')
     return lines
 
 
