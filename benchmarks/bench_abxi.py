@@ -28,7 +28,8 @@ printed: a refactoring's cost measured in one run::
 With ``--interleave`` as well, both trees run in *one* process: OTHER's package is copied to a
 temporary folder under another name (``recbole_ortho_other``), both models are built with the
 same weights on the same batches, and their training steps alternate (A B, B A, ...), so the
-machine's drift hits both equally; the median of the per-pair ratios is printed.
+machine's drift hits both equally; the median of the per-pair ratios is printed. ``--dataset`` and
+``--config_json`` apply to both. The result file names each tree by its commit, never by its path.
 """
 
 import argparse
@@ -314,13 +315,19 @@ def interleave(args):
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset, data_preparation
     from recbole_ortho.model.registry import get_model
+    from recbole_ortho.utils.provenance import git_state
     tmp = tempfile.mkdtemp(prefix='bench_other_')
-    other_pkg = _import_other(os.path.abspath(args.compare_dir), tmp)
+    other_dir = os.path.abspath(args.compare_dir)
+    other_pkg = _import_other(other_dir, tmp)
     import importlib
-    results = {'this': REPO, 'other': os.path.abspath(args.compare_dir), 'threads': args.threads, 'models': {}}
+    # each tree by its commit (no machine path in a result file)
+    trees = {name: dict(zip(('git_commit', 'git_dirty'), git_state(os.path.join(d, 'recbole_ortho'))))
+             for name, d in (('this', REPO), ('other', other_dir))}
+    results = dict(machine_facts(args.threads), trees=trees, dataset=args.dataset, models={})
     for model in args.models.split(','):
-        config = Config(model=model, dataset='food_kitchen', config_dict={
-            'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads})
+        config = Config(model=model, dataset=args.dataset, config_dict=dict({
+            'show_progress': False, 'save_model': False, 'state': 'WARNING', 'threads': args.threads},
+            **json.loads(args.config_json or '{}')))
         init_seed(config['seed'], config['reproducibility'])
         data = create_dataset(config)
         train, _, _ = data_preparation(config, data, 'per_user')
@@ -346,7 +353,8 @@ def interleave(args):
     for model, r in results['models'].items():
         print(f"| {model} | {r['steps']} | {r['this_s_median']:.3f} s | {r['other_s_median']:.3f} s | "
               f"{r['pair_ratio_median']:.3f} |")
-    print(f'other package imported from {other_pkg.__file__}')
+    print(f"this tree {trees['this']['git_commit'][:7]}, other tree {trees['other']['git_commit'][:7]} "
+          f"(imported from {other_pkg.__file__})")
     if args.json_out:
         from recbole_ortho.quick_start import write_json_atomic
         write_json_atomic(args.json_out, results)
@@ -361,12 +369,18 @@ def _run_worker(model, args, env, tree=None):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _inside(path, folder):
+    return bool(path) and os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
+
+
 def compare(args):
     """Step times of this tree against ``--compare_dir``, alternating the two (see module docstring)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    from recbole_ortho.utils.provenance import git_state
     other = os.path.abspath(args.compare_dir)
-    results = {'this': REPO, 'other': other, 'threads': args.threads, 'batches': args.batches,
-               'rounds': args.rounds, 'models': {}}
+    trees = {name: dict(zip(('git_commit', 'git_dirty'), git_state(os.path.join(d, 'recbole_ortho'))))
+             for name, d in (('this', REPO), ('other', other))}
+    results = dict(machine_facts(args.threads), trees=trees, batches=args.batches, rounds=args.rounds, models={})
     for model in args.models.split(','):
         rows = []
         for k in range(args.rounds):
@@ -377,8 +391,9 @@ def compare(args):
             rows.append({'this_s': res['this']['step_s_median'], 'other_s': res['other']['step_s_median'],
                          'ratio': ratio, 'this_cpu_s': res['this']['step_cpu_s_median'],
                          'other_cpu_s': res['other']['step_cpu_s_median'], 'cpu_ratio': cpu_ratio,
-                         'other_imported_from': res['other'].get('imported_from'),
-                         'other_properties_dir': res['other'].get('properties_dir')})
+                         # the other tree's package and property files were the ones used (no path kept)
+                         'other_tree_used': _inside(res['other'].get('imported_from'), other)
+                         and _inside(res['other'].get('properties_dir'), other)})
             print(f"{model} round {k}: wall this {rows[-1]['this_s']:.3f} s, other {rows[-1]['other_s']:.3f} s, "
                   f"ratio {ratio:.3f}; cpu ratio {cpu_ratio:.3f}", file=sys.stderr)
         results['models'][model] = {'rounds': rows, 'ratio_median': statistics.median(r['ratio'] for r in rows),

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from recbole_ortho.model.loss import (bce_sampled, gaussian_kl, info_nce, mean_per_user, per_domain_info_nce,
-                                      symmetric_soft_contrastive)
+from recbole_ortho.model.loss import (bce_sampled, domain_cross_entropy, gaussian_kl, info_nce, mean_per_user,
+                                      per_domain_info_nce, symmetric_soft_contrastive)
 from recbole_ortho.model.negatives import (DomainNegativeSampler, row_negative_logits, shared_negative_logits,
                                            user_items_sorted)
 
@@ -62,6 +62,32 @@ def test_symmetric_soft_contrastive_hand_computed():
     p = math.exp(tau) / (1 + math.exp(tau))
     assert symmetric_soft_contrastive(x, x.clone(), tau=tau).item() == pytest.approx(
         math.log(1 + math.exp(1 / tau)) - p / tau)
+
+
+def test_domain_cross_entropy_hand_computed_and_against_autograd():
+    # items 0..4; domain block 1..3 (lo 1, hi 4); row 0 scores (0, 1, 2) on items 1, 2, 3, target item 2
+    table = torch.tensor([[9.0, 9.0], [0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [9.0, 9.0]])
+    out = torch.tensor([[1.0, 5.0]])
+    ce = domain_cross_entropy(out, table, torch.tensor([2]), 1, 4)
+    assert ce.item() == pytest.approx(math.log(1 + math.e + math.e ** 2) - 1.0)
+    # random rows, float64: value and gradients (rows and the whole table) equal F.cross_entropy's
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(12, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(3, 10, (9,), generator=g)
+    up = torch.rand(9, generator=g, dtype=torch.float64)
+    ours = domain_cross_entropy(out, table, target, 3, 10)
+    ref = torch.nn.functional.cross_entropy(out @ table[3:10].t(), target - 3, reduction='none')
+    assert torch.allclose(ours, ref)
+    for a, r in zip(torch.autograd.grad(ours, (out, table), up), torch.autograd.grad(ref, (out, table), up)):
+        assert torch.allclose(a, r)
+    assert domain_cross_entropy(out[:0], table, target[:0], 3, 10).shape == (0,)
+    # under bf16 autocast: the logits of bf16 operands, as F.linear's there (fp32 loss, bf16 rounding apart)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low = domain_cross_entropy(out.float(), table.float(), target, 3, 10)
+        ref_low = torch.nn.functional.cross_entropy(torch.nn.functional.linear(out.float(), table[3:10].float()).float(),
+                                                    target - 3, reduction='none')
+    assert low.dtype == torch.float32 and torch.allclose(low, ref_low, atol=2e-2)
 
 
 def test_gaussian_kl_hand_computed():

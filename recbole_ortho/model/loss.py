@@ -16,6 +16,9 @@ Losses of the cross-domain sequential models of this package (plain functions of
 import torch
 import torch.nn.functional as F
 
+from recbole_ortho.model.kernels.amp import LOW_PRECISION
+from recbole_ortho.model.kernels.linear_lse import linear_logsumexp
+
 
 def info_nce(pos, neg, invalid, temperature):
     r"""Per-row InfoNCE :math:`-\log \frac{e^{s^+/\tau}}{e^{s^+/\tau} + \sum_k e^{s_k/\tau}}` of the
@@ -70,10 +73,20 @@ def symmetric_soft_contrastive(x, y, tau=1.0):
 
 def domain_cross_entropy(out, table, target, lo, hi):
     r"""Per-row cross-entropy of the rows ``out [R, d]`` over the items ``lo .. hi - 1`` of one
-    domain (logits ``out @ table[lo:hi]^T``), the target ``target [R]`` being one of them.
-    Returns ``[R]``."""
-    logits = F.linear(out, table[lo:hi]).float()
-    return F.cross_entropy(logits, target - lo, reduction='none')
+    domain (logits ``out @ table[lo:hi]^T``), the target ``target [R]`` being one of them:
+    :math:`\log \sum_j e^{z_j} - z_{target}`. The log-sum-exp is
+    :func:`~recbole_ortho.model.kernels.linear_lse.linear_logsumexp` (one ``[R, N]`` logit matrix,
+    turned into the gradient in place: no log-softmax copy and no dense one-hot gradient, which
+    ``F.cross_entropy`` builds), the target's logit a row-wise product. Under bf16 autocast both
+    are formed from bf16 operands and rounded to bf16 as the logits of a bf16 product are. Returns
+    ``[R]``."""
+    lse = linear_logsumexp(out, table[lo:hi])
+    tgt = table[target]
+    if torch.is_autocast_enabled(out.device.type):
+        z = (out.to(LOW_PRECISION).float() * tgt.to(LOW_PRECISION).float()).sum(-1).to(LOW_PRECISION).float()
+    else:
+        z = (out * tgt).sum(-1)
+    return lse - z
 
 
 def gaussian_kl(mu_q, sigma_q, mu_p, sigma_p):

@@ -2,7 +2,8 @@
 recbole_ortho.model.kernels.linear_lse
 ######################################
 
-Two kernels of full-catalogue models (C2DSR):
+Two kernels of full-catalogue models (C2DSR; CDSRNP's cross-entropy through
+:func:`recbole_ortho.model.loss.domain_cross_entropy`):
 
 - :func:`linear_logsumexp`: ``logsumexp(x @ w^T + b, dim=1)`` for a softmax over every item of a domain,
   keeping one ``[R, N]`` logit matrix for backward (no softmax copy, no concatenation) and turning it into
@@ -22,7 +23,7 @@ class LinearLogSumExp(torch.autograd.Function):
     @staticmethod
     @custom_fwd(cast_inputs=LOW_PRECISION)
     def forward(ctx, x, w, b, chunk):
-        z = torch.addmm(b, x, w.t())                                  # [R, N], kept for backward
+        z = torch.addmm(b, x, w.t()) if b is not None else x @ w.t()  # [R, N], kept for backward
         lse = torch.empty(z.size(0), dtype=torch.float32 if z.dtype == LOW_PRECISION else z.dtype, device=z.device)
         for s in range(0, z.size(0), chunk):
             zc = z[s:s + chunk].to(lse.dtype)
@@ -47,12 +48,14 @@ class LinearLogSumExp(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-def linear_logsumexp(x, w, b, chunk=512):
-    """``torch.logsumexp(x @ w.t() + b, dim=1)`` (``x [R, d]``, ``w [N, d]``, ``b [N]``) -> ``[R]``; the
+def linear_logsumexp(x, w, b=None, chunk=512):
+    """``torch.logsumexp(x @ w.t() + b, dim=1)`` (``x [R, d]``, ``w [N, d]``, ``b [N]`` or None) -> ``[R]``; the
     logits are formed once and become the gradient in place (backward may run once). ``chunk`` rows at a
     time for the max / exp passes."""
     if x.size(0) == 0:
         return (x @ w[:0].t()).sum(1)
+    if b is None:
+        return LinearLogSumExp.apply(x, w, None, chunk)
     return LinearLogSumExp.apply(x, w, b, chunk)
 
 
