@@ -327,6 +327,10 @@ def test_hours_to_best_sums_data_training_and_validation_up_to_the_best_epoch():
         x.update(trace=trace, data_time_s=30.0, best_epoch=2)
     e = study.main_table(rows)[0]
     assert e['to_best_h']['mean'] == pytest.approx(study.hours_to_best(r)) and e['to_best_h']['n'] == 5
+    # core-hours: 1 h of wall at 2 threads for seed 1, at 1 thread (the default without a record) for the others
+    rows[0]['provenance'] = {'device': {'threads': 2}}
+    e = study.main_table(rows)[0]
+    assert e['wall_h']['mean'] == pytest.approx(1.0) and e['core_h']['mean'] == pytest.approx((2 + 4 * 1) / 5)
 
 
 def test_cost_summary_sums_hours_and_estimates_the_runs_to_come_per_variant():

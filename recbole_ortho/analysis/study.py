@@ -133,6 +133,7 @@ def main_table(rows):
                         'ndcg10': mean_ci([_metric(r, d) for r in conv]),
                         'hit10': mean_ci([_metric(r, d, 'hit@10') for r in conv]),
                         'wall_h': mean_ci([r['wall_time_s'] / 3600 for r in rs]),
+                        'core_h': mean_ci([core_hours(r) for r in rs]),
                         'best_epoch': mean_ci([r['best_epoch'] + 1 for r in rs if r.get('best_epoch') is not None]),
                         'to_best_h': mean_ci([h for h in map(hours_to_best, conv) if h is not None]),
                         'stop_reasons': dict(sorted(reasons.items()))})
@@ -715,15 +716,18 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
               'smallest effect the runs could detect at 80 % power.', '',
               '## Main arm: accuracy, cost and convergence', '',
               'Test metrics: mean and 95 % t-interval over the converged runs. Wall time: hours per run on the '
-              'machine that ran it (see the provenance in each result); to best (h): data preparation, training and '
+              'machine that ran it (see the provenance in each result); core-h: wall time times the CPU threads the run '
+              'used (runs with 1 thread ran two at a time); to best (h): data preparation, training and '
               'validation up to the end of the best epoch (what a converged run costs, without the epochs early '
               'stopping waits), mean over the converged runs; best epoch: counted from 1.', '',
-              '| base model | variant | domain | runs | converged | params | NDCG@10 | HR@10 | wall (h) | to best (h) | best epoch | stopped by |',
-              '|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---|']
+              '| base model | variant | domain | runs | converged | params | NDCG@10 | HR@10 | wall (h) | core-h | to best (h) | '
+              'best epoch | stopped by |',
+              '|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|']
     for e in main_table(main):
         lines.append(f"| {e['family']} | {ROLE_LABEL[e['role']]} | {e['domain']} | {e['runs']} | {e['converged']} | "
                      f"{e['n_params']:,} | {_interval(e['ndcg10'])} | {_interval(e['hit10'])} | "
-                     f"{_fmt(e['wall_h']['mean'], '.2f')} | {_fmt(e['to_best_h']['mean'], '.2f')} | "
+                     f"{_fmt(e['wall_h']['mean'], '.2f')} | {_fmt(e['core_h']['mean'], '.2f')} | "
+                     f"{_fmt(e['to_best_h']['mean'], '.2f')} | "
                      f"{_fmt(e['best_epoch']['mean'], '.1f')} | "
                      + ', '.join(f'{k} {v}' for k, v in e['stop_reasons'].items()) + ' |')
     if cost:
