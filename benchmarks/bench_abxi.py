@@ -315,14 +315,11 @@ def interleave(args):
     from recbole_ortho.config import Config
     from recbole_ortho.data import create_dataset, data_preparation
     from recbole_ortho.model.registry import get_model
-    from recbole_ortho.utils.provenance import git_state
     tmp = tempfile.mkdtemp(prefix='bench_other_')
     other_dir = os.path.abspath(args.compare_dir)
     other_pkg = _import_other(other_dir, tmp)
     import importlib
-    # each tree by its commit (no machine path in a result file)
-    trees = {name: dict(zip(('git_commit', 'git_dirty'), git_state(os.path.join(d, 'recbole_ortho'))))
-             for name, d in (('this', REPO), ('other', other_dir))}
+    trees = _tree_commits(other_dir)
     results = dict(machine_facts(args.threads), trees=trees, dataset=args.dataset, models={})
     for model in args.models.split(','):
         config = Config(model=model, dataset=args.dataset, config_dict=dict({
@@ -369,6 +366,14 @@ def _run_worker(model, args, env, tree=None):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _tree_commits(other):
+    """``{'this': {git_commit, git_dirty}, 'other': ...}``: each compared tree by its commit (a result
+    file keeps no machine path)."""
+    from recbole_ortho.utils.provenance import git_state
+    return {name: dict(zip(('git_commit', 'git_dirty'), git_state(os.path.join(d, 'recbole_ortho'))))
+            for name, d in (('this', REPO), ('other', other))}
+
+
 def _inside(path, folder):
     return bool(path) and os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
 
@@ -376,10 +381,8 @@ def _inside(path, folder):
 def compare(args):
     """Step times of this tree against ``--compare_dir``, alternating the two (see module docstring)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    from recbole_ortho.utils.provenance import git_state
     other = os.path.abspath(args.compare_dir)
-    trees = {name: dict(zip(('git_commit', 'git_dirty'), git_state(os.path.join(d, 'recbole_ortho'))))
-             for name, d in (('this', REPO), ('other', other))}
+    trees = _tree_commits(other)
     results = dict(machine_facts(args.threads), trees=trees, batches=args.batches, rounds=args.rounds, models={})
     for model in args.models.split(','):
         rows = []

@@ -171,6 +171,11 @@ def load_spec(path):
     return spec
 
 
+def _is_grid_point(point, grid):
+    """Whether ``point`` names one value of every key of ``grid`` (and no other key)."""
+    return isinstance(point, dict) and set(point) == set(grid) and all(point[k] in grid[k] for k in grid)
+
+
 def _check_exclude(exclude, grid, where):
     """The ``exclude`` list of a model entry: grid points (``{key: value}``, one value of every
     grid key) to leave out; an error names the entry that is not one."""
@@ -181,7 +186,7 @@ def _check_exclude(exclude, grid, where):
     if exclude and not grid:
         raise ConfigError(f'{where}: the model has no grid to exclude points from')
     for i, point in enumerate(exclude):
-        if not isinstance(point, dict) or set(point) != set(grid) or any(point[k] not in grid[k] for k in grid):
+        if not _is_grid_point(point, grid):
             raise ConfigError(f'{where}[{i}]: {point!r} is not a grid point (one value of each of {grid})')
     return [dict(p) for p in exclude]
 
@@ -218,8 +223,7 @@ def check_primary(spec, where='spec'):
         grid = spec['models'][model]['grid']
         point = e.get('variant')
         if grid:
-            if not isinstance(point, dict) or set(point) != set(grid) or \
-                    any(point[k] not in grid[k] for k in grid):
+            if not _is_grid_point(point, grid):
                 raise ConfigError(f'{where}: {key}.variant: {point!r} is not a grid point of {model} '
                                   f'(one value of each of {grid})')
             if point in spec['models'][model].get('exclude', []):

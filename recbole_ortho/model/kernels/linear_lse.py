@@ -54,8 +54,6 @@ def linear_logsumexp(x, w, b=None, chunk=512):
     time for the max / exp passes."""
     if x.size(0) == 0:
         return (x @ w[:0].t()).sum(1)
-    if b is None:
-        return LinearLogSumExp.apply(x, w, None, chunk)
     return LinearLogSumExp.apply(x, w, b, chunk)
 
 
