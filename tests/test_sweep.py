@@ -4,6 +4,7 @@ engine, resume after a kill, failed runs recorded and retried on request, .hyper
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,6 +104,53 @@ def test_local_sweep_runs_everything_once(tiny, tmp_path):
     again = run_sweep(spec, tmp_path / 'sw', workers=2, show_progress=False, data_path=cfg['data_path'],
                       cache_dir=cfg['cache_dir'])
     assert again['ran_now'] == 0 and again['states']['finished'] == 4
+
+
+def test_claim_is_exclusive_and_replaces_only_stale_locks(tmp_path):
+    store = RunStore(tmp_path / 'sw')
+    lock = Path(store.path('r1', 'running.json'))
+    assert store.claim('r1') is True
+    assert json.loads(lock.read_text())['pid'] == os.getpid() and store.state('r1') == 'running'
+    assert store.claim('r1') is False                                   # held by a live process (this one)
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    lock.write_text(json.dumps({'pid': dead.pid, 'host': socket.gethostname(), 'since': 0}))
+    assert store.state('r1') == 'pending' and store.claim('r1') is True  # a stale lock is replaced
+    assert json.loads(lock.read_text())['pid'] == os.getpid()
+    lock.write_text('')                                                  # a lock its writer never finished
+    assert store.claim('r1') is True
+    live = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        held = json.dumps({'pid': live.pid, 'host': socket.gethostname(), 'since': 0})
+        lock.write_text(held)
+        assert store.claim('r1') is False and lock.read_text() == held   # another live sweep keeps it
+    finally:
+        live.kill()
+        live.wait()
+    Path(store.path('r2')).mkdir()
+    Path(store.path('r2', 'result.json')).write_text('{}')
+    assert store.claim('r2') is False                                    # finished
+    assert sorted(p.name for p in Path(store.runs_dir).rglob('*')) == ['r1', 'r2', 'result.json', 'running.json']
+
+
+def test_a_run_another_sweep_took_meanwhile_is_skipped(tiny, tmp_path):
+    from recbole_ortho.sweep import plan
+    from recbole_ortho.sweep.local import run_local
+    _, cfg = tiny
+    spec = write_spec(tmp_path, models={'ABXI': {}}, param_matched=False)
+    _, runs, store, paths = plan(spec, tmp_path / 'sw', cfg['data_path'], cfg['cache_dir'])
+    assert len(runs) == 2 and all(store.state(r.run_id) == 'pending' for r in runs)
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])   # the other sweep
+    try:
+        Path(store.path(runs[0].run_id)).mkdir(parents=True)
+        Path(store.path(runs[0].run_id, 'running.json')).write_text(
+            json.dumps({'pid': other.pid, 'host': socket.gethostname(), 'since': 0}))
+        done = run_local(store, runs, paths, workers=1, threads=1, show_progress=False)
+    finally:
+        other.kill()
+        other.wait()
+    assert list(done) == [runs[1].run_id] and done[runs[1].run_id]['state'] == 'finished'
+    assert store.state(runs[0].run_id) == 'pending'                      # its holder died: free again
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_runs(tiny, tmp_path):

@@ -28,7 +28,7 @@ def _die_with_parent():
 
 
 def launch_trial(store, run, paths, threads):
-    """Start one trial process for ``run``; returns the ``Popen`` (its output goes to stdout.log)."""
+    """Start one trial process for ``run``, which the caller has claimed (``store.claim``); returns the ``Popen`` (its output goes to stdout.log)."""
     d = store.prepare(run)
     write_json(os.path.join(d, 'paths.json'), paths)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
@@ -64,8 +64,10 @@ def finish_trial(store, run, returncode, wall_s, attempts):
 
 
 def run_local(store, runs, paths, workers=1, threads=1, show_progress=True, poll_s=0.2):
-    """Run ``runs`` (those not finished / failed / running elsewhere, see :func:`todo`) with up to
-    ``workers`` trials at a time. Returns ``{run_id: {'state', 'wall_s'}}`` of the runs it ran."""
+    """Run ``runs`` (those not finished / failed / running elsewhere when the sweep started) with up
+    to ``workers`` trials at a time, each claimed just before it starts, so a run that another
+    sweep of the same store took meanwhile is skipped. Returns ``{run_id: {'state', 'wall_s'}}``
+    of the runs it ran."""
     queue = list(runs)
     running, done = {}, {}
     bar = tqdm(total=len(queue), desc='sweep', unit='run', ncols=100, disable=not show_progress)
@@ -79,6 +81,9 @@ def run_local(store, runs, paths, workers=1, threads=1, show_progress=True, poll
         while (queue or running) and stop['signal'] is None:
             while queue and len(running) < workers:
                 run = queue.pop(0)
+                if not store.claim(run.run_id):         # another sweep of this store took or finished it
+                    bar.update(1)
+                    continue
                 attempts = store.attempts(run.run_id) + 1
                 store.clear_failure(run.run_id)
                 running[run.run_id] = (run, launch_trial(store, run, paths, threads), time.perf_counter(), attempts)

@@ -22,6 +22,8 @@ def _trainable(config):
     from recbole_ortho.sweep.store import RunStore, read_json
     store = RunStore(config['store'])
     run = RunSpec(**config['run'])
+    if not store.claim(run.run_id):                 # another sweep of this store took or finished it
+        return {'run_id': run.run_id, 'state': 'skipped', 'wall_s': 0.0, 'finished': False}
     attempts = store.attempts(run.run_id) + 1
     store.clear_failure(run.run_id)
     t0 = time.perf_counter()
@@ -60,7 +62,7 @@ def run_ray(store, runs, paths, cpus_per_trial=1, gpus_per_trial=0, ray_address=
         done = {}
         for r in results:
             m = r.metrics or {}
-            if 'run_id' in m:
+            if 'run_id' in m and m['state'] != 'skipped':
                 done[m['run_id']] = {'state': m['state'], 'wall_s': m['wall_s']}
         return done
     finally:

@@ -8,14 +8,17 @@ The run store of a sweep, ``<sweep_dir>/runs/<run_id>/``, shared by every engine
 - ``result.json``: written atomically by the trial when it finishes (the result of
   ``run_recbole_ortho``, with ``trace``) -- its presence is what "finished" means;
 - ``error.json``: the error of a failed attempt (type, message, traceback, attempts);
-- ``running.json``: the pid of the trial running it now (a stale one is ignored);
+- ``running.json``: who runs it now: the sweep process that claimed it, then its trial's pid (a
+  stale one, whose process is gone, is ignored and replaced by the next claim);
 - ``stdout.log``, ``log/``: the trial's output and RecBole's log; ``tb/``: TensorBoard events;
 - ``saved/``: the run's checkpoints while it runs (the best epoch's and the last epoch's), deleted
   once ``result.json`` is written (kept by a failed run, for ``retry_failed``).
 
 A finished run is never run again; a failed one only with ``retry_failed``; an interrupted one
 (no result, no error, no live process) is run again, from its last-epoch checkpoint when it has
-one (:mod:`~recbole_ortho.sweep.trial`).
+one (:mod:`~recbole_ortho.sweep.trial`). An engine takes a run with :meth:`RunStore.claim` just
+before it starts it, so two sweeps of one spec on one machine (say a second one started to use
+a core the first leaves idle) share the work instead of running a run twice.
 """
 
 import json
@@ -68,23 +71,57 @@ class RunStore:
             return 'finished'
         if os.path.isfile(self.path(run_id, 'error.json')):
             return 'failed'
+        return 'running' if self._live(self.path(run_id, 'running.json')) else 'pending'
+
+    def claim(self, run_id):
+        """Take ``run_id`` for this process: ``True``, or ``False`` when it is finished or a live
+        process holds it. Atomic: the lock file appears whole (a hard link of a written file) or not
+        at all; a stale lock is moved aside before it is replaced, and put back if it turns out live."""
+        os.makedirs(self.path(run_id), exist_ok=True)
         lock = self.path(run_id, 'running.json')
-        if os.path.isfile(lock):
+        for _ in range(3):
+            if self.state(run_id) in ('finished', 'running'):
+                return False
+            if os.path.exists(lock):                       # stale: set it aside, then look again
+                aside = f'{lock}.{os.getpid()}.stale'
+                try:
+                    os.rename(lock, aside)
+                except FileNotFoundError:
+                    continue
+                if self._live(aside):                      # claimed afresh meanwhile: give it back
+                    try:
+                        os.link(aside, lock)
+                    except FileExistsError:
+                        pass
+                    os.remove(aside)
+                    return False
+                os.remove(aside)
+            tmp = f'{lock}.{os.getpid()}.tmp'
+            write_json(tmp, {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.time()})
             try:
-                info = read_json(lock)
-                if info.get('host') == socket.gethostname() and _alive(int(info['pid'])):
-                    return 'running'
-            except (OSError, ValueError, KeyError):
-                pass
-        return 'pending'
+                os.link(tmp, lock)
+                return True
+            except FileExistsError:
+                continue
+            finally:
+                os.remove(tmp)
+        return False
+
+    @staticmethod
+    def _live(lock):
+        try:
+            info = read_json(lock)
+            return info.get('host') == socket.gethostname() and _alive(int(info['pid']))
+        except (OSError, ValueError, KeyError):
+            return False
 
     def prepare(self, run):
-        """Create the run's folder, write its spec, clear what an interrupted attempt left."""
+        """Create the run's folder, write its spec, clear what an interrupted attempt left (the lock
+        is :meth:`claim`'s business)."""
         d = self.path(run.run_id)
         os.makedirs(d, exist_ok=True)
-        for stale in ('running.json', 'stdout.log'):
-            if os.path.exists(os.path.join(d, stale)):
-                os.remove(os.path.join(d, stale))
+        if os.path.exists(os.path.join(d, 'stdout.log')):
+            os.remove(os.path.join(d, 'stdout.log'))
         write_json(os.path.join(d, 'spec.json'), run.to_json())
         return d
 
