@@ -144,6 +144,24 @@ def test_cached_item_table_follows_loaded_weights():
         assert torch.allclose(m1.full_sort_predict(ev), s2, atol=1e-6)
 
 
+def test_the_adapter_runs_once_per_evaluation_pass():
+    """Evaluating, the adapter maps the whole global table once per pass, shared by every batch and
+    the scoring table (the scores are checked against a per-token recomputation above); training,
+    it runs once per batch, on the ids the batch needs (inputs, targets, negatives)."""
+    model, ds = build()
+    seqs, tr, ev = batches(ds)
+    rows = []
+    model.adapter.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[0]))
+    model.eval()
+    with torch.no_grad():
+        model.full_sort_predict(ev), model.full_sort_predict(ev)
+    assert rows == [ds.n_items]
+    model.train()
+    rows.clear()
+    model.calculate_loss(tr)
+    assert len(rows) == 1 and rows[0] != ds.n_items
+
+
 def test_training_loss_equals_plain_recomputation():
     """BCE of each target (score = mixed + domain thread) and its negative, means per domain, plus
     alpha L_reg and beta L_user, with the model's own negatives and reg picks (dropout off)."""

@@ -320,9 +320,19 @@ class LLM4CDSR(CrossDomainSeqRecommender):
         an item of the other domain gets a meaningless second term, the evaluator ranks within the
         target's domain)."""
         plan = self.layout(item_seq, item_len, tdom, False)
-        hs = self.encode(plan, self.adapter(self.global_table[plan.tokens[:plan.seg[0]]]))
+        tokens = plan.tokens[:plan.seg[0]]
+        if self.training or torch.is_grad_enabled():
+            adapted = self.adapter(self.global_table[tokens])
+        else:                                   # one adapter pass per item and evaluation, not per token
+            adapted = self._adapted_table()[tokens]
+        hs = self.encode(plan, adapted)
         return [(hd.user, torch.cat([hx, hdom], dim=1)) for hd, (hx, hdom, _) in zip(plan.head, self._head_states(hs, plan))]
 
     def item_table(self):
         """``[n_items, 2d]``: adapted global embedding and domain text embedding of every item."""
-        return torch.cat([self.adapter(self.global_table), self.domain_table], dim=1)
+        return torch.cat([self._adapted_table(), self.domain_table], dim=1)
+
+    def _adapted_table(self):
+        """``[n_items, d]``: the adapter applied to every item's global text embedding (cached while
+        evaluating: the evaluation batches and :meth:`item_table` share one pass)."""
+        return self.eval_cached('adapted_global', lambda: self.adapter(self.global_table))
