@@ -380,3 +380,30 @@ def test_run_wall_adds_the_time_before_an_older_results_resume():
     assert run_wall_s(dict(old, resumed_from=None)) == 40.0           # not resumed: as written
     new = dict(old, wall_time_s=73.5, wall_time_process_s=40.0)     # since wall_time_process_s: the whole run
     assert run_wall_s(new) == 73.5
+
+
+def test_replays_are_stated_on_the_page_and_a_bad_replay_file_is_named(tmp_path):
+    from recbole_ortho.analysis.pages import Registry, regenerate
+    results = tmp_path / 'results'
+    (results / 'replays').mkdir(parents=True)
+    _store(str(results / 'sweeps' / 'study'), 0.01)
+    reg = results / 'pages.yaml'
+    reg.write_text('sources:\n  st: {sweep: sweeps/study}\n  rp: {replays: replays}\n'
+                   'study_pages:\n  - {page: study.md, title: "Study", main: [st], replays: rp}\n')
+    regenerate(str(reg))
+    assert 'Replays: none yet' in (results / 'study.md').read_text()          # an empty folder
+    side = {'cpu': 'CPU X', 'threads': 2, 'precision': 'fp32', 'git_dirty': False}
+    (results / 'replays' / 'a.json').write_text(json.dumps({
+        'model': 'ABXI', 'seed': 7, 'epochs_replayed': 2, 'train_loss_max_rel_diff': 3.14e-9,
+        'valid_score_max_abs_diff': 0.0, 'stored': dict(side, git_commit='1234567abc'),
+        'replayed': dict(side, git_commit='abcdef0123', cpu='CPU Y', threads=1)}))
+    regenerate(str(reg))
+    assert ('ABXI seed 7 (stored: 1234567, CPU X, 2 threads; replayed: abcdef0, CPU Y, 1 threads): training loss '
+            'within 3.1e-09 relative, validation score within 0.0e+00, over 2 epochs.') in (results / 'study.md').read_text()
+    (results / 'replays' / 'b.json').write_text(json.dumps({'model': 'ABXI'}))
+    with pytest.raises(ValueError, match=r'b.json: not a replay file \(no seed, stored'):
+        regenerate(str(reg))
+    reg.write_text('sources:\n  st: {sweep: sweeps/study}\n'
+                   'study_pages:\n  - {page: study.md, title: "Study", main: [st], replays: st}\n')
+    with pytest.raises(ValueError, match=r"replays: 'st' is not a replays source"):
+        Registry(reg)

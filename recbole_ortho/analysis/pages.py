@@ -920,6 +920,8 @@ class Registry:
                         raise ValueError(f"{path}: study page {p.get('page')}: {key}: {alias!r} is not a sweep source")
             if not p.get('main'):
                 raise ValueError(f"{path}: study page {p.get('page')}: main: name at least one sweep source")
+            if p.get('replays') and 'replays' not in self.sources.get(p['replays'], {}):
+                raise ValueError(f"{path}: study page {p.get('page')}: replays: {p['replays']!r} is not a replays source")
         for p in self.precision_pages:
             if p.get('sweep') not in self.sources or 'sweep' not in self.sources[p['sweep']]:
                 raise ValueError(f"{path}: precision page {p.get('page')}: sweep {p.get('sweep')!r} is not a sweep source")
@@ -967,8 +969,29 @@ def load_sources(reg):
         elif 'json' in src:
             with open(reg.abs(src['json'])) as f:
                 out[alias] = json.load(f)
+        elif 'replays' in src:
+            out[alias] = load_replays(reg.abs(src['replays']))
         else:
-            raise ValueError(f'{reg.path}: source {alias}: give sweep, results or json')
+            raise ValueError(f'{reg.path}: source {alias}: give sweep, results, json or replays')
+    return out
+
+
+def load_replays(folder):
+    """The replay files (``python -m recbole_ortho.sweep.replay --json_out``) in ``folder``, by file
+    name; none when the folder does not exist. A file that is not a replay is an error naming it."""
+    if not os.path.isdir(folder):
+        return []
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith('.json'):
+            continue
+        with open(os.path.join(folder, name)) as f:
+            r = json.load(f)
+        missing = [k for k in ('model', 'seed', 'stored', 'replayed', 'epochs_replayed', 'train_loss_max_rel_diff',
+                               'valid_score_max_abs_diff') if k not in r]
+        if missing:
+            raise ValueError(f'{os.path.join(folder, name)}: not a replay file (no {", ".join(missing)})')
+        out.append(r)
     return out
 
 

@@ -705,7 +705,8 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
              + f", cause arm {len(cause_rows)}" + (f" of {exp['cause']}" if exp.get('cause') else '') + '. '
              'A run counts as converged when early stopping ended it; one that reached the epoch cap or the time '
              'budget is flagged (column "stopped by") and left out of every test.', '',
-             _code_line(main + scaling_rows + cause_rows), '', _precision_line(main + scaling_rows + cause_rows), '',
+             _code_line(main + scaling_rows + cause_rows), '',
+             *([_replay_line(entry['replay_files']), ''] if 'replay_files' in entry else []), _precision_line(main + scaling_rows + cause_rows), '',
              '## Verdict, one row per claim', '',
              '| claim | status | the numbers behind it |', '|---|---|---|']
     lines += [f"| {v['claim']} | **{v['status']}** | {v['numbers']} |" for v in verdict]
@@ -872,6 +873,22 @@ def _code_line(rows):
     return f'Code behind the runs ({one}): {parts}.'
 
 
+def _replay_line(replays):
+    """What the replays say about comparing runs across commits and machines: each stored run's
+    first epochs re-trained elsewhere (:mod:`recbole_ortho.sweep.replay`)."""
+    if not replays:
+        return ('Replays: none yet (`python -m recbole_ortho.sweep.replay` re-trains the first epochs of a stored '
+                'run at another commit or CPU and compares them with its trace).')
+    def side(s):
+        return f"{(s.get('git_commit') or 'unknown')[:7]}, {s.get('cpu')}, {s.get('threads')} threads"
+    parts = [f"{r['model']} seed {r['seed']} (stored: {side(r['stored'])}; replayed: {side(r['replayed'])}): "
+             f"training loss within {r['train_loss_max_rel_diff']:.1e} relative, validation score within "
+             f"{r['valid_score_max_abs_diff']:.1e}, over {r['epochs_replayed']} epochs" for r in replays]
+    return ('Replays: the first epochs of stored runs re-trained at another commit or on another CPU '
+            '(`python -m recbole_ortho.sweep.replay`, files in `results/replays/`), the measured answer to whether '
+            'runs of different commits or machines can be compared: ' + '; '.join(parts) + '.')
+
+
 def write_study_page(sources, entry, out_md, title, render_plots=True):
     """Build the study page ``out_md`` (plots in ``<out_md without .md>_plots/``) from the loaded
     ``sources`` (:func:`recbole_ortho.analysis.pages.load_sources`) and its registry ``entry``."""
@@ -884,6 +901,8 @@ def write_study_page(sources, entry, out_md, title, render_plots=True):
     cause_rows = next((rows for arm, _, rows in stores if arm == 'cause'), [])
     pos_rows = arm_rows(sources[f"{entry['positions']}.rows"], 'positions') if entry.get('positions') else []
     entry = dict(entry, stores=[name for _, name, _ in stores])
+    if entry.get('replays'):
+        entry['replay_files'] = sources[entry['replays']]
     if entry.get('positions'):
         entry['positions_store'] = os.path.relpath(sources[f"{entry['positions']}.dir"], sources['root'])
     prim = primary(main)
