@@ -694,6 +694,7 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
              plots, out_dir, cost=None):
     exp = entry.get('expected') or {}
     n_main = len(main)
+    replays = [_replay_line(entry['replay_files']), ''] if 'replay_files' in entry else []
     lines = [f'# {title}', '',
              'The package\'s reference results on the paper\'s questions (Lee et al., arXiv 2510.09435), on '
              'Food-Kitchen under the ABXI protocol (999 negatives), each run trained to convergence: the fast '
@@ -706,7 +707,7 @@ def markdown(title, entry, main, scaling_rows, cause_rows, prim, ortho, corr, sc
              'A run counts as converged when early stopping ended it; one that reached the epoch cap or the time '
              'budget is flagged (column "stopped by") and left out of every test.', '',
              _code_line(main + scaling_rows + cause_rows), '',
-             *([_replay_line(entry['replay_files']), ''] if 'replay_files' in entry else []), _precision_line(main + scaling_rows + cause_rows), '',
+             *replays, _precision_line(main + scaling_rows + cause_rows), '',
              '## Verdict, one row per claim', '',
              '| claim | status | the numbers behind it |', '|---|---|---|']
     lines += [f"| {v['claim']} | **{v['status']}** | {v['numbers']} |" for v in verdict]

@@ -28,7 +28,8 @@ def _die_with_parent():
 
 
 def launch_trial(store, run, paths, threads):
-    """Start one trial process for ``run``, which the caller has claimed (``store.claim``); returns the ``Popen`` (its output goes to stdout.log)."""
+    """Start one trial process for ``run``, which the caller has claimed (``store.claim``); returns
+    the ``Popen`` (its output goes to stdout.log)."""
     d = store.prepare(run)
     write_json(os.path.join(d, 'paths.json'), paths)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),

@@ -30,7 +30,8 @@ def _load(run_dir):
     paths = {n: os.path.join(run_dir, f'{n}.json') for n in ('spec', 'result')}
     for name, p in paths.items():
         if not os.path.isfile(p):
-            raise FileNotFoundError(f'replay: {p} is missing (a finished run of a run store has spec.json and result.json)')
+            raise FileNotFoundError(f'replay: {p} is missing (a finished run of a run store has spec.json and '
+                                    'result.json)')
     with open(paths['spec']) as f:
         spec = json.load(f)
     with open(paths['result']) as f:
@@ -74,9 +75,10 @@ def replay(run_dir, epochs=2, data_path=None, threads=None):
             new = run_recbole_ortho(model=spec['model'], dataset=spec['dataset'], config_dict=cfg, saved=False)
         finally:
             sys.argv = argv
-    side = lambda p: {'git_commit': p.get('git_commit'), 'git_dirty': p.get('git_dirty'),   # noqa: E731
-                      'cpu': (p.get('device') or {}).get('cpu'), 'threads': (p.get('device') or {}).get('threads'),
-                      'precision': p.get('precision')}
+    def side(p):
+        dev = p.get('device') or {}
+        return {'git_commit': p.get('git_commit'), 'git_dirty': p.get('git_dirty'), 'cpu': dev.get('cpu'),
+                'threads': dev.get('threads'), 'precision': p.get('precision')}
     out = {'run_id': spec.get('run_id') or os.path.basename(os.path.normpath(run_dir)), 'model': spec['model'],
            'dataset': spec['dataset'], 'seed': spec['seed'], 'epochs_replayed': epochs,
            'stored': side(prov), 'replayed': side(new['provenance']), 'provenance': new['provenance']}
